@@ -1,0 +1,97 @@
+"""Calibration tables: per validation sample and exit, the predicted class, confidence, correctness.
+
+The simulator, the baselines and the oracle read accuracy from this table, so accuracy in
+every result is the trained model's real behaviour, never a formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from edgeml.models.progressive_net import ProgressiveNet
+
+LEVELS = 5
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Arrays over ``n`` samples and ``E`` exits (see the bundle contract)."""
+
+    pred: np.ndarray  # (n, E) int16
+    conf: np.ndarray  # (n, E) float32, max softmax probability
+    correct: np.ndarray  # (n, E) bool
+    label: np.ndarray  # (n,) int16
+    difficulty: np.ndarray  # (n,) int8, 0 (easy) .. 4 (hard)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.label)
+
+    @property
+    def num_exits(self) -> int:
+        return self.pred.shape[1]
+
+    def accuracy(self, level: int | None = None) -> np.ndarray:
+        """Top-1 accuracy per exit, optionally for one difficulty level."""
+        mask = slice(None) if level is None else self.difficulty == level
+        return self.correct[mask].mean(axis=0)
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path, pred=self.pred, conf=self.conf, correct=self.correct,
+            label=self.label, difficulty=self.difficulty,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        with np.load(path) as z:
+            missing = {"pred", "conf", "correct", "label", "difficulty"} - set(z.files)
+            if missing:
+                raise ValueError(f"{path}: calibration lacks arrays {sorted(missing)}")
+            cal = cls(z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"])
+        n, e = cal.pred.shape
+        if cal.conf.shape != (n, e) or cal.correct.shape != (n, e) or cal.label.shape != (n,):
+            raise ValueError(f"{path}: calibration arrays disagree in shape")
+        return cal
+
+
+@torch.no_grad()
+def exit_outputs(
+    net: ProgressiveNet, data: Dataset, batch_size: int = 256, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run every exit on ``data``: (pred, conf, labels, levels)."""
+    net.eval()
+    preds, confs, labels, levels = [], [], [], []
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    for x, y, lvl in tqdm(loader, desc="calibrate", disable=not progress):
+        probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
+        c, p = probs.max(dim=2)
+        preds.append(p.numpy().astype(np.int16))
+        confs.append(c.numpy().astype(np.float32))
+        labels.append(np.asarray(y, dtype=np.int16))
+        levels.append(np.asarray(lvl, dtype=np.int8))
+    return tuple(np.concatenate(a) for a in (preds, confs, labels, levels))  # type: ignore[return-value]
+
+
+def confidence_bins(first_exit_conf: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
+    """Difficulty for datasets without clutter: quintile of the first exit's confidence
+    (the least confident fifth is level 4)."""
+    if edges is None:
+        edges = np.quantile(first_exit_conf, [0.2, 0.4, 0.6, 0.8])
+    return (LEVELS - 1 - np.searchsorted(edges, first_exit_conf, side="right")).astype(np.int8)
+
+
+def calibrate(
+    net: ProgressiveNet, data: Dataset, has_levels: bool, progress: bool = True
+) -> Calibration:
+    """Build the calibration table; without clutter levels, difficulty is confidence bins."""
+    pred, conf, label, level = exit_outputs(net, data, progress=progress)
+    correct = pred == label[:, None]
+    difficulty = level if has_levels else confidence_bins(conf[:, 0])
+    return Calibration(pred, conf, correct, label, difficulty)
