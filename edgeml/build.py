@@ -38,10 +38,10 @@ class BuildConfig:
     model: str = "presnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str = "scenes"
-    train_size: int = 40_000
+    train_size: int = 32_000
     val_size: int = 5_000
     test_size: int = 5_000
-    train: ExitTrainConfig = field(default_factory=lambda: ExitTrainConfig(epochs=5, num_workers=1))
+    train: ExitTrainConfig = field(default_factory=lambda: ExitTrainConfig(epochs=4, num_workers=1))
     threads: int = 2
     seed: int = 0
 

@@ -19,6 +19,10 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return (x - _MEAN) / _STD
 
 
+def denormalize(x: np.ndarray) -> np.ndarray:
+    return x * _STD + _MEAN
+
+
 class FashionMNISTDataset(Dataset):
     """Plain 28x28 items as ``(x, label, level)``; the level is 0 (calibration bins it)."""
 

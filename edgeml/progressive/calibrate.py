@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from edgeml.data.features import difficulty_feature
 from edgeml.models.progressive_net import ProgressiveNet
 
 LEVELS = 5
@@ -28,6 +29,7 @@ class Calibration:
     correct: np.ndarray  # (n, E) bool
     label: np.ndarray  # (n,) int16
     difficulty: np.ndarray  # (n,) int8, 0 (easy) .. 4 (hard)
+    feature: np.ndarray  # (n,) float32, the edge's cheap difficulty signal (data.features)
 
     @property
     def num_samples(self) -> int:
@@ -45,18 +47,21 @@ class Calibration:
     def save(self, path: Path) -> None:
         np.savez_compressed(
             path, pred=self.pred, conf=self.conf, correct=self.correct,
-            label=self.label, difficulty=self.difficulty,
+            label=self.label, difficulty=self.difficulty, feature=self.feature,
         )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         with np.load(path) as z:
-            missing = {"pred", "conf", "correct", "label", "difficulty"} - set(z.files)
+            missing = {"pred", "conf", "correct", "label", "difficulty", "feature"} - set(z.files)
             if missing:
                 raise ValueError(f"{path}: calibration lacks arrays {sorted(missing)}")
-            cal = cls(z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"])
+            cal = cls(
+                z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"], z["feature"]
+            )
         n, e = cal.pred.shape
-        if cal.conf.shape != (n, e) or cal.correct.shape != (n, e) or cal.label.shape != (n,):
+        shapes_ok = cal.conf.shape == cal.correct.shape == (n, e)
+        if not shapes_ok or not cal.label.shape == cal.difficulty.shape == cal.feature.shape == (n,):
             raise ValueError(f"{path}: calibration arrays disagree in shape")
         return cal
 
@@ -64,10 +69,10 @@ class Calibration:
 @torch.no_grad()
 def exit_outputs(
     net: ProgressiveNet, data: Dataset, batch_size: int = 256, progress: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run every exit on ``data``: (pred, conf, labels, levels)."""
+) -> tuple[np.ndarray, ...]:
+    """Run every exit on ``data``: (pred, conf, labels, levels, difficulty features)."""
     net.eval()
-    preds, confs, labels, levels = [], [], [], []
+    preds, confs, labels, levels, feats = [], [], [], [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     for x, y, lvl in tqdm(loader, desc="calibrate", disable=not progress):
         probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
@@ -76,7 +81,8 @@ def exit_outputs(
         confs.append(c.numpy().astype(np.float32))
         labels.append(np.asarray(y, dtype=np.int16))
         levels.append(np.asarray(lvl, dtype=np.int8))
-    return tuple(np.concatenate(a) for a in (preds, confs, labels, levels))  # type: ignore[return-value]
+        feats.append(difficulty_feature(x.numpy()))
+    return tuple(np.concatenate(a) for a in (preds, confs, labels, levels, feats))
 
 
 def confidence_bins(first_exit_conf: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
@@ -91,7 +97,7 @@ def calibrate(
     net: ProgressiveNet, data: Dataset, has_levels: bool, progress: bool = True
 ) -> Calibration:
     """Build the calibration table; without clutter levels, difficulty is confidence bins."""
-    pred, conf, label, level = exit_outputs(net, data, progress=progress)
+    pred, conf, label, level, feature = exit_outputs(net, data, progress=progress)
     correct = pred == label[:, None]
     difficulty = level if has_levels else confidence_bins(conf[:, 0])
-    return Calibration(pred, conf, correct, label, difficulty)
+    return Calibration(pred, conf, correct, label, difficulty, feature)
