@@ -51,8 +51,12 @@ PRESETS: dict[str, BuildConfig] = {
     "default": BuildConfig(),
     # The fast fixture: B-VGG on plain 28x28 Fashion-MNIST.
     "fixture": BuildConfig(
-        model="pvgg", dataset="fashion-mnist", train_size=50_000, val_size=10_000,
-        test_size=10_000, train=ExitTrainConfig(epochs=8, lr=3e-3, num_workers=0),
+        model="pvgg",
+        dataset="fashion-mnist",
+        train_size=50_000,
+        val_size=10_000,
+        test_size=10_000,
+        train=ExitTrainConfig(epochs=8, lr=3e-3, num_workers=0),
     ),  # fmt: skip
 }
 
@@ -129,7 +133,12 @@ def build_bundle(out: str | Path, cfg: BuildConfig, command: str = "") -> Bundle
         },
     )
     Bundle.save(out, net, manifest, cal)
-    log.info("built %s in %.0f s; test accuracy per exit %s", out, time.perf_counter() - t0, report["overall"])
+    log.info(
+        "built %s in %.0f s; test accuracy per exit %s",
+        out,
+        time.perf_counter() - t0,
+        report["overall"],
+    )
     return Bundle.load(out)
 
 

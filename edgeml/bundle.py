@@ -141,7 +141,9 @@ class Bundle:
         if (path / CALIBRATION).is_file():
             cal = Calibration.load(path / CALIBRATION)
             if cal.num_exits != manifest.num_exits:
-                raise BundleError(f"{CALIBRATION}: {cal.num_exits} exits, manifest has {manifest.num_exits}")
+                raise BundleError(
+                    f"{CALIBRATION}: {cal.num_exits} exits, manifest has {manifest.num_exits}"
+                )
         elif need_calibration:
             raise BundleError(f"{path}: no {CALIBRATION}; rebuild with `edgeml build`")
         profile = None

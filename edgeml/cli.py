@@ -39,11 +39,18 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _add_build(sub: argparse._SubParsersAction) -> None:
     from edgeml.build import PRESETS
 
-    p = sub.add_parser("build", help="train exits, calibrate, profile -> bundle",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "build",
+        help="train exits, calibrate, profile -> bundle",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("bundle", help="output bundle directory")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="default: ResNet-style net on 96x96 scenes; fixture: B-VGG on 28x28")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="default: ResNet-style net on 96x96 scenes; fixture: B-VGG on 28x28",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--train-size", type=int, default=None, help="training samples per epoch")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -65,7 +72,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

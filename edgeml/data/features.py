@@ -15,6 +15,6 @@ BRIGHT = 0.3
 
 
 def difficulty_feature(x: np.ndarray) -> np.ndarray:
-    """Share of pixels brighter than ``BRIGHT`` per input; ``x`` is a normalized batch (n, c, h, w)."""
+    """Share of pixels brighter than ``BRIGHT`` per input of a normalized batch (n, c, h, w)."""
     raw = denormalize(np.asarray(x, dtype=np.float32))
     return (raw.reshape(len(raw), -1) > BRIGHT).mean(axis=1).astype(np.float32)

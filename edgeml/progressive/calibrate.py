@@ -56,12 +56,12 @@ class Calibration:
             missing = {"pred", "conf", "correct", "label", "difficulty", "feature"} - set(z.files)
             if missing:
                 raise ValueError(f"{path}: calibration lacks arrays {sorted(missing)}")
-            cal = cls(
-                z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"], z["feature"]
-            )
+            cal = cls(z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"], z["feature"])
         n, e = cal.pred.shape
         shapes_ok = cal.conf.shape == cal.correct.shape == (n, e)
-        if not shapes_ok or not cal.label.shape == cal.difficulty.shape == cal.feature.shape == (n,):
+        if not shapes_ok or not cal.label.shape == cal.difficulty.shape == cal.feature.shape == (
+            n,
+        ):
             raise ValueError(f"{path}: calibration arrays disagree in shape")
         return cal
 

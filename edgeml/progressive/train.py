@@ -1,4 +1,4 @@
-"""Exit training: joint weighted loss from scratch (BranchyNet), or exits only on a frozen backbone."""
+"""Exit training: a joint weighted loss (BranchyNet), or exits only on a frozen backbone."""
 
 from __future__ import annotations
 
