@@ -1,0 +1,160 @@
+"""Unit tests of the runtime's parts: bandwidth estimator, link emulation, input sources."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from edgeml.rl_agent.traces import Trace
+from edgeml.runtime.estimator import BandwidthEstimator, EstimatorConfig
+from edgeml.runtime.link import LinkTimeout, TraceLink
+from edgeml.runtime.sources import array_items, open_source, paced
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        self.t += max(dt, 0.0)
+
+
+# ---------------------------------------------------------------------------- estimator
+
+
+def test_estimator_rtt_from_small_transfers_and_rate_from_large() -> None:
+    clock = FakeClock()
+    est = BandwidthEstimator(EstimatorConfig(prior_rtt_ms=100.0), clock=clock)
+    assert est.mbps() is None and est.age_s() == math.inf and est.should_probe()
+    assert est.observe(200, 0.040) is None  # a ping: RTT only
+    assert est.rtt_ms() == pytest.approx(40.0)
+    # 100 kB in 40 ms RTT + 80 ms serialization = 10 Mbps
+    s = est.observe(100_000, 0.120)
+    assert s is not None and s.mbps == pytest.approx(10.0)
+    assert est.mbps() == pytest.approx(10.0)
+
+
+def test_estimator_harmonic_mean_resists_a_fast_outlier() -> None:
+    clock = FakeClock()
+    est = BandwidthEstimator(EstimatorConfig(window=5, prior_rtt_ms=0.0), clock=clock)
+    for _ in range(4):
+        est.observe(125_000, 0.100)  # 10 Mbps
+    est.observe(125_000, 0.001)  # a 1000 Mbps fluke
+    arithmetic = (4 * 10 + 1000) / 5
+    assert est.mbps() < 13 < arithmetic
+    est.observe_timeout(125_000, 1.0)  # at most 1 Mbps: pulls the estimate down at once
+    assert est.mbps() < 5
+
+
+def test_estimator_window_forgets_and_probe_timer() -> None:
+    clock = FakeClock()
+    est = BandwidthEstimator(EstimatorConfig(window=2, prior_rtt_ms=0.0, probe_after_s=1.0), clock)
+    est.observe(125_000, 1.0)  # 1 Mbps
+    est.observe(125_000, 0.1)  # 10
+    est.observe(125_000, 0.1)  # 10: the 1 Mbps sample left the window
+    assert est.mbps() == pytest.approx(10.0)
+    assert not est.should_probe()
+    clock.sleep(0.5)
+    assert est.age_s() == pytest.approx(0.5) and not est.should_probe()
+    clock.sleep(0.6)
+    assert est.should_probe()
+    est.mark_probe()
+    assert not est.should_probe()
+
+
+# ---------------------------------------------------------------------------- link
+
+
+def test_link_paces_by_the_trace_and_queues_transfers() -> None:
+    clock = FakeClock()
+    trace = Trace("t_1.csv", np.array([8.0, 0.0, 80.0]))  # 1 MB/s, outage, 10 MB/s
+    link = TraceLink(trace, rtt_ms=40.0, clock=clock, sleep=clock.sleep)
+    t0 = clock()
+    up = link.send(500_000)  # 0.5 s at 1 MB/s, then half the RTT
+    assert up.serialization_s == pytest.approx(0.5)
+    assert clock() - t0 == pytest.approx(0.52)
+    # 1 MB from t=0.52: 0.48 MB in the rest of second 0, outage in second 1, 0.52 MB at 10 MB/s
+    up = link.send(1_000_000)
+    assert up.serialization_s == pytest.approx(0.48 + 1.0 + 0.052)
+    link.receive()
+    assert clock() - t0 == pytest.approx(0.52 + 1.532 + 0.04)
+
+
+def test_link_timeout_gives_up_at_the_deadline() -> None:
+    clock = FakeClock()
+    link = TraceLink(Trace("t_1.csv", np.array([0.8])), rtt_ms=10.0, clock=clock, sleep=clock.sleep)
+    deadline = clock() + 0.2
+    with pytest.raises(LinkTimeout):
+        link.send(100_000, deadline=deadline)  # needs 1 s
+    assert clock() == pytest.approx(deadline)
+    # the link was busy only until the deadline: a tiny transfer now goes at once
+    assert link.send(10).queued_s == pytest.approx(0.0)
+
+
+def test_link_without_trace_adds_only_rtt() -> None:
+    clock = FakeClock()
+    link = TraceLink(None, rtt_ms=30.0, clock=clock, sleep=clock.sleep)
+    t0 = clock()
+    link.send(10_000_000)
+    link.receive()
+    assert clock() - t0 == pytest.approx(0.030)
+    assert link.mbps_now() == math.inf
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def test_array_source_converts_uint8_colour_and_resizes(tmp_path) -> None:
+    rgb = np.zeros((2, 14, 14, 3), dtype=np.uint8)
+    rgb[1] = 255
+    items = list(array_items(rgb, (1, 28, 28), labels=[3, 4], loop=False))
+    assert [i.label for i in items] == [3, 4]
+    assert items[0].x.shape == (1, 1, 28, 28) and items[0].x.dtype == np.float32
+    assert items[1].x.mean() > items[0].x.mean()
+    np.savez(tmp_path / "in.npz", x=rgb[..., 0], y=np.array([7, 8]))
+    src = open_source(str(tmp_path / "in.npz"), (1, 28, 28), loop=False)
+    assert [i.label for i in src] == [7, 8]
+    with pytest.raises(ValueError, match="source"):
+        open_source("nonsense", (1, 28, 28))
+    with pytest.raises(ValueError, match="shape"):
+        open_source("scenes", (1, 28, 28))
+
+
+def test_directory_source_reads_png_and_npy(tmp_path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", np.zeros((28, 28), np.float32))
+    items = list(open_source(str(tmp_path), (1, 28, 28), loop=False))
+    assert [i.name for i in items] == ["a.png", "b.npy"]
+    assert items[0].x.mean() > items[1].x.mean()
+
+
+def test_scene_source_levels_come_in_runs() -> None:
+    src = open_source("scenes:3", (1, 96, 96))
+    items = [next(src) for _ in range(40)]
+    levels = [i.level for i in items]
+    assert set(levels) <= set(range(5))
+    changes = sum(a != b for a, b in zip(levels, levels[1:], strict=False))
+    assert changes < 20  # regimes: neighbouring frames share a level far more than chance
+    again = open_source("scenes:3", (1, 96, 96))
+    assert np.array_equal(next(again).x, items[0].x)
+
+
+def test_paced_rate_stop_and_max_inputs() -> None:
+    items = array_items(np.zeros((3, 28, 28)), (1, 28, 28))
+    got = list(paced(items, rate=200.0, max_inputs=5))
+    arrivals = [a for _, a in got]
+    assert len(got) == 5
+    assert np.allclose(np.diff(arrivals), 0.005, atol=0.004)
+    stop = threading.Event()
+    stop.set()
+    assert list(paced(array_items(np.zeros((3, 28, 28)), (1, 28, 28)), 1.0, stop)) == []
