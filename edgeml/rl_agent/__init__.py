@@ -1,0 +1,19 @@
+"""RL agent: traces, input dynamics, the ``edgeml/EdgeCloud-v0`` env, baselines, PPO.
+
+Importing this package registers the environment, so after ``import edgeml.rl_agent``
+``gymnasium.make("edgeml/EdgeCloud-v0")`` works with no arguments (default bundle and the
+shipped trace sample). Without the import, gymnasium's module prefix does it:
+``gymnasium.make("edgeml.rl_agent:edgeml/EdgeCloud-v0")``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_ID = "edgeml/EdgeCloud-v0"
+
+if ENV_ID not in gym.registry:
+    # An entry-point string keeps this import light: torch and the bundle load on make().
+    gym.register(id=ENV_ID, entry_point="edgeml.rl_agent.env:make_env")
+
+__all__ = ["ENV_ID"]

@@ -1,0 +1,453 @@
+"""``edgeml/EdgeCloud-v0``: one input per step; the action picks split, exit and threshold.
+
+The world: inputs arrive at ``input_rate`` from a camera-like stream (:mod:`.dynamics`); the
+uplink follows a real bandwidth trace (:mod:`.traces`); the edge core carries a background
+load; latency of an action comes from the bundle's cost model with the link time
+integrated over the trace; accuracy is the bundle's calibration table.
+
+The agent sees only what the edge can know (all scaled to roughly [-2, 2]):
+
+====================  ==================================================================
+index                 meaning
+====================  ==================================================================
+``0..K-1``            log10 of the last ``K`` measured throughputs (Mbps) / 2, newest first
+``K..2K-1``           their ages, seconds / 10 (capped at 3)
+``2K``                log10 of the harmonic-mean estimate over them / 2
+``2K+1``              RTT / deadline
+``2K+2..2K+4``        the last three latencies / deadline (capped at 5)
+``2K+5..2K+7``        the last answer's confidence, its exit / (E-1), whether it was offloaded
+``2K+8``              the current input's cheap difficulty feature (z-score over calibration)
+``2K+9``              the edge's background load (``1 + load`` slows edge compute)
+``2K+10``             the deadline / 100 ms
+====================  ==================================================================
+
+Throughput is measured only by the edge's own transfers: every offload, and a small probe
+the edge sends when it has measured nothing for ``probe_interval_s`` (so a policy that
+stays on the edge does not blind itself and the baselines for ever). RTT is the constant
+``rtt_ms`` here.
+
+Reward per input: ``1[correct and latency <= deadline] - latency_weight * min(latency /
+deadline, latency_cap)``: the headline metric (timely accuracy) plus a small pull towards
+fast answers that breaks ties between actions of equal accuracy. An offload that has not
+returned within ``timeout_ms`` is abandoned: no answer, latency = ``timeout_ms``.
+Time advances by ``max(latency, 1 / input_rate)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from edgeml.bundle import Bundle
+from edgeml.partition.cost import CostModel
+from edgeml.progressive.infer import TAUS
+from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
+from edgeml.rl_agent.tables import ActionCosts, Outcomes
+from edgeml.rl_agent.traces import Trace, load_traces
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ENV_ID", "EdgeCloudEnv", "Scenario", "obs_size"]
+
+ENV_ID = "edgeml/EdgeCloud-v0"
+MIN_MBPS = 1e-3  # floor for logs and harmonic means: an outage measures as 1 kbit/s
+N_LAST_LATENCIES = 3
+
+
+@dataclass
+class Scenario:
+    """Every parameter of a simulated run (defaults: ARCHITECTURE.md's scenario).
+
+    :param bundle: bundle directory (``None``: the shipped default bundle).
+    :param traces: CSV file or directory (``None``: the trace sample shipped with the package).
+    :param trace_split: ``train``, ``test`` or ``all`` files of each family.
+    :param families: keep only these trace families (``None``: all).
+    :param codec: tensor codec on the link (a codec of the bundle's profile).
+    :param edge_slowdown: how much slower than the profiling machine the edge computes.
+    :param cloud_speedup: how much faster than the profiling machine the cloud computes.
+    :param rtt_ms: base round-trip time of the link.
+    :param deadline_ms: an answer later than this counts as a miss.
+    :param input_rate: inputs per second (time advances at least ``1 / input_rate``).
+    :param episode_steps: inputs per episode (then ``truncated``).
+    :param latency_weight: weight of the latency term of the reward.
+    :param latency_cap: the latency term is capped at this many deadlines.
+    :param timeout_ms: an offload not answered by then is abandoned (no answer).
+    :param history: measured throughputs kept in the observation.
+    :param probe_interval_s: probe the link when nothing was measured for this long.
+    :param probe_bytes: size of a probe.
+    :param stream: the input difficulty regime process.
+    :param load: the edge's background load process.
+    """
+
+    bundle: str | None = None
+    traces: str | list[str] | None = None
+    trace_split: str = "all"
+    families: tuple[str, ...] | None = None
+    codec: str = "int8"
+    edge_slowdown: float = 12.0
+    cloud_speedup: float = 1.0
+    rtt_ms: float = 40.0
+    deadline_ms: float = 100.0
+    input_rate: float = 10.0
+    episode_steps: int = 300
+    latency_weight: float = 0.05
+    latency_cap: float = 2.0
+    timeout_ms: float = 1000.0
+    history: int = 4
+    probe_interval_s: float = 1.0
+    probe_bytes: float = 4000.0
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "edge_slowdown", "cloud_speedup", "deadline_ms", "input_rate", "timeout_ms",
+            "probe_interval_s", "probe_bytes",
+        )  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.rtt_ms < 0 or self.latency_weight < 0 or self.latency_cap < 0:
+            raise ValueError("rtt_ms, latency_weight, latency_cap: must be >= 0")
+        if self.timeout_ms <= self.deadline_ms:
+            raise ValueError(
+                f"timeout_ms: must exceed deadline_ms ({self.deadline_ms}), got {self.timeout_ms}"
+            )
+        if self.episode_steps < 1 or self.history < 1:
+            raise ValueError("episode_steps, history: must be >= 1")
+        if isinstance(self.stream, dict):
+            self.stream = StreamConfig(**self.stream)
+        if isinstance(self.load, dict):
+            self.load = LoadConfig(**self.load)
+        if self.families is not None:
+            self.families = tuple(self.families)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``None`` paths are resolved to the shipped defaults they mean."""
+        d = asdict(self)
+        if d["bundle"] is None:
+            from edgeml.assets import default_bundle
+
+            d["bundle"] = str(default_bundle())
+        if d["traces"] is None:
+            from edgeml.rl_agent.traces import default_traces_dir
+
+            d["traces"] = str(default_traces_dir())
+        d["taus"] = list(TAUS)
+        return d
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def obs_size(history: int) -> int:
+    return 2 * history + 11
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_bundle(path: str, mtime: float) -> Bundle:
+    return Bundle.load(path)
+
+
+def _load_bundle(path: str | None) -> Bundle:
+    if path is None:
+        from edgeml.assets import default_bundle
+
+        path = str(default_bundle())
+    p = Path(path).resolve()
+    manifest = p / "manifest.json"
+    return _cached_bundle(str(p), manifest.stat().st_mtime if manifest.exists() else 0.0)
+
+
+class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Split/exit/threshold control of one progressive network over a traced link.
+
+    :param scenario: a :class:`Scenario`; keyword arguments override its fields, so every
+        scenario parameter can also be passed directly (``EdgeCloudEnv(deadline_ms=80)``).
+        ``bundle`` may be a loaded :class:`~edgeml.bundle.Bundle` and ``traces`` a list of
+        :class:`~edgeml.rl_agent.traces.Trace` (shared between vectorised copies).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scenario: Scenario | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        bundle_obj = kwargs.pop("bundle", None)
+        traces_obj = kwargs.pop("traces", None)
+        unknown = set(kwargs) - Scenario.field_names()
+        if unknown:
+            raise TypeError(
+                f"unknown scenario parameters {sorted(unknown)}; allowed: "
+                f"{', '.join(sorted(Scenario.field_names()))}"
+            )
+        sc = replace(scenario or Scenario(), **kwargs)
+        if isinstance(bundle_obj, Bundle):
+            bundle = bundle_obj
+            sc.bundle = str(bundle.path)
+        else:
+            sc.bundle = str(bundle_obj) if bundle_obj is not None else sc.bundle
+            bundle = _load_bundle(sc.bundle)
+        if isinstance(traces_obj, list | tuple) and traces_obj and isinstance(traces_obj[0], Trace):
+            self.traces: list[Trace] = list(traces_obj)
+            sc.traces = [t.name for t in self.traces]
+        else:
+            if traces_obj is not None:
+                sc.traces = (
+                    [str(t) for t in traces_obj]
+                    if isinstance(traces_obj, list | tuple)
+                    else str(traces_obj)
+                )
+            self.traces = load_traces(sc.traces, sc.trace_split, sc.families)
+        self.scenario = sc
+        if bundle.calibration is None:
+            raise ValueError(f"{bundle.path}: no calibration.npz; rebuild with `edgeml build`")
+        self.bundle = bundle
+        self.cost = CostModel.from_bundle(
+            bundle, edge_slowdown=sc.edge_slowdown, cloud_speedup=sc.cloud_speedup
+        )
+        self.outcomes = Outcomes.from_calibration(bundle.calibration)
+        self.costs = ActionCosts.from_cost_model(self.cost, sc.codec)
+        cal = bundle.calibration
+        self.n_splits, self.n_exits, self.n_taus = self.costs.shape[:3]
+        self.action_space = spaces.MultiDiscrete([self.n_splits, self.n_exits, self.n_taus])
+        self.observation_space = spaces.Box(-5.0, 5.0, (obs_size(sc.history),), np.float32)
+        self._feat_mean = float(cal.feature.mean())
+        self._feat_std = float(cal.feature.std()) or 1.0
+        # Python mirrors of the hot tables (list indexing beats numpy scalar indexing).
+        self._edge = self.costs.edge_ms.tolist()
+        self._far = self.costs.far_ms.tolist()
+        self._off = self.costs.offloaded.tolist()
+        self._bytes = self.costs.bytes.tolist()
+        self._stop = self.outcomes.stop.tolist()
+        self._correct = self.outcomes.correct.tolist()
+        self._conf = self.outcomes.conf.tolist()
+        self._features = cal.feature.tolist()
+        self._by_family: dict[str, list[Trace]] = {}
+        for tr in self.traces:
+            self._by_family.setdefault(tr.family, []).append(tr)
+        self._families = sorted(self._by_family)
+        self._stream: InputStream | None = None
+
+    # ------------------------------------------------------------------ gym API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; ``options`` may fix ``trace`` (name or index) and ``start_s``."""
+        super().reset(seed=seed)
+        options = options or {}
+        rng = self.np_random
+        sc = self.scenario
+        self.trace = self._pick_trace(options.get("trace"), rng)
+        start = options.get("start_s")
+        start = float(rng.uniform(0, self.trace.duration_s)) if start is None else float(start)
+        # The clock runs one loop ahead so that the pre-episode probes have positive times.
+        self._t0 = start % self.trace.duration_s + self.trace.duration_s
+        self._t = self._t0
+        n = sc.episode_steps
+        self._stream = InputStream.generate(
+            self.bundle.calibration.difficulty, n, rng, sc.input_rate, sc.stream
+        )
+        self._samples = self._stream.samples.tolist()
+        self._load = background_load(n, rng, sc.input_rate, sc.load).tolist()
+        self._step = 0
+        self._meas: deque[tuple[float, float]] = deque(maxlen=sc.history)
+        self._pending: list[tuple[float, float]] = []
+        self._last_meas_t = -math.inf
+        self._next_probe = self._t - sc.history * sc.probe_interval_s
+        self._advance_probes(self._t)
+        self._lat: deque[float] = deque([0.0] * N_LAST_LATENCIES, maxlen=N_LAST_LATENCIES)
+        self._last_conf, self._last_exit, self._last_off = 0.0, 0, 0.0
+        return self._obs(), self._info_reset()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._stream is None:
+            raise RuntimeError("call reset() before step()")
+        if self._step >= self.scenario.episode_steps:
+            raise RuntimeError("episode is over (truncated); call reset()")
+        s, e, ti = (int(a) for a in action)
+        if not (0 <= s < self.n_splits and 0 <= e < self.n_exits and 0 <= ti < self.n_taus):
+            raise ValueError(f"action: {action!r} outside {self.action_space}")
+        sc = self.scenario
+        i = self._samples[self._step]
+        load = self._load[self._step]
+        j = self._stop[e][ti][i]
+        correct = self._correct[e][ti][i]
+        pre = self._edge[s][e][ti][j] * (1.0 + load)
+        offloaded = self._off[s][e][ti][j]
+        nbytes = self._bytes[s] if offloaded else 0.0
+        answered = True
+        bw_true = self.trace.mbps_at(self._t)
+        if offloaded:
+            send_t = self._t + pre / 1000.0
+            budget_s = (sc.timeout_ms - pre) / 1000.0
+            d = self.trace.transfer_s(nbytes, send_t, max_s=max(budget_s, 0.0))
+            if math.isfinite(d):
+                self._pending.append((send_t + d, nbytes * 8.0 / max(d, 1e-9) / 1e6))
+                latency = pre + d * 1000.0 + sc.rtt_ms + self._far[s][e][ti][j]
+            else:
+                latency = math.inf
+                self._pending.append((send_t + budget_s, self.trace.mean_mbps(send_t, budget_s)))
+            if latency > sc.timeout_ms:
+                latency, answered, correct = sc.timeout_ms, False, False
+        else:
+            latency = pre
+        timely = bool(correct) and latency <= sc.deadline_ms
+        reward = float(timely) - sc.latency_weight * min(latency / sc.deadline_ms, sc.latency_cap)
+        info = {
+            "latency_ms": latency, "correct": bool(correct), "timely": timely,
+            "answered": answered, "bytes": nbytes, "offloaded": bool(offloaded),
+            "split": s, "exit": e, "tau": TAUS[ti], "stop_exit": j,
+            "level": int(self._stream.levels[self._step]), "sample": i,
+            "time_s": self._t - self._t0, "bandwidth_mbps": bw_true,
+            "estimate_mbps": self.estimate_mbps, "edge_load": load,
+        }  # fmt: skip
+        self._lat.appendleft(latency)
+        self._last_conf = self._conf[e][ti][i] if answered else 0.0
+        self._last_exit = j
+        self._last_off = float(offloaded)
+        self._t += max(latency, 1000.0 / sc.input_rate) / 1000.0
+        self._advance_probes(self._t)
+        self._step += 1
+        truncated = self._step >= sc.episode_steps
+        return self._obs(), reward, False, truncated, info
+
+    # ------------------------------------------------------------------ what the edge knows
+
+    @property
+    def estimate_mbps(self) -> float:
+        """Harmonic mean of the measured throughputs (what the baselines plan with)."""
+        if not self._meas:
+            return MIN_MBPS
+        return len(self._meas) / sum(1.0 / max(m, MIN_MBPS) for _, m in self._meas)
+
+    @property
+    def edge_load(self) -> float:
+        """The edge's background load for the current input."""
+        return self._load[min(self._step, len(self._load) - 1)]
+
+    @property
+    def feature(self) -> float:
+        return self._features[self._samples[min(self._step, len(self._samples) - 1)]]
+
+    # ------------------------------------------------------------------ privileged (oracle)
+
+    @property
+    def current_sample(self) -> int:
+        return self._samples[self._step]
+
+    @property
+    def current_level(self) -> int:
+        assert self._stream is not None
+        return int(self._stream.levels[self._step])
+
+    @property
+    def time_s(self) -> float:
+        return self._t - self._t0
+
+    def true_latency_table(self) -> np.ndarray:
+        """Latency (ms, capped at the timeout) of every ``(s, e, tau, stop)`` for the current
+        input, with the true future bandwidth of the trace; NaN where impossible."""
+        sc = self.scenario
+        costs = self.costs
+        pre = costs.edge_ms * (1.0 + self.edge_load)
+        starts = self._t + np.nan_to_num(pre) / 1000.0
+        nbytes = np.where(costs.offloaded, costs.bytes[:, None, None, None], 0.0)
+        d = self.trace.transfer_s_many(nbytes, starts, max_s=sc.timeout_ms / 1000.0)
+        lat = costs.latency_ms(d * 1000.0, sc.rtt_ms, self.edge_load)
+        return np.where(np.isnan(lat), np.nan, np.minimum(lat, sc.timeout_ms))
+
+    # ------------------------------------------------------------------ internals
+
+    def _pick_trace(self, which: Any, rng: np.random.Generator) -> Trace:
+        if which is None:
+            family = self._families[int(rng.integers(len(self._families)))]
+            members = self._by_family[family]
+            return members[int(rng.integers(len(members)))]
+        if isinstance(which, int | np.integer):
+            return self.traces[int(which)]
+        for tr in self.traces:
+            if tr.name == which:
+                return tr
+        raise ValueError(f"trace: {which!r} not among {[t.name for t in self.traces]}")
+
+    def _advance_probes(self, now: float) -> None:
+        """Launch due probes up to ``now`` and publish every measurement finished by then."""
+        sc = self.scenario
+        while self._next_probe <= now:
+            tp = self._next_probe
+            if tp - self._last_meas_t >= sc.probe_interval_s - 1e-9:
+                budget = sc.timeout_ms / 1000.0
+                d = self.trace.transfer_s(sc.probe_bytes, tp, max_s=budget)
+                if math.isfinite(d):
+                    self._pending.append((tp + d, sc.probe_bytes * 8.0 / max(d, 1e-9) / 1e6))
+                else:
+                    self._pending.append((tp + budget, self.trace.mean_mbps(tp, budget)))
+                self._last_meas_t = tp  # a probe in flight counts: no second one
+            self._next_probe = tp + sc.probe_interval_s
+        if self._pending:
+            done = sorted(p for p in self._pending if p[0] <= now)
+            if done:
+                self._pending = [p for p in self._pending if p[0] > now]
+                self._meas.extend(done)  # deque keeps the newest ``history``
+                self._last_meas_t = max(self._last_meas_t, done[-1][0])
+
+    def _obs(self) -> np.ndarray:
+        sc = self.scenario
+        k = sc.history
+        meas = list(self._meas)[::-1]  # newest first
+        est = self.estimate_mbps
+        vals = [math.log10(max(m, MIN_MBPS)) / 2.0 for _, m in meas]
+        ages = [min((self._t - t) / 10.0, 3.0) for t, _ in meas]
+        vals += [math.log10(est) / 2.0] * (k - len(vals))
+        ages += [3.0] * (k - len(ages))
+        d = sc.deadline_ms
+        step = min(self._step, sc.episode_steps - 1)
+        feat = self._features[self._samples[step]]
+        obs = (
+            vals
+            + ages
+            + [math.log10(est) / 2.0, sc.rtt_ms / d]
+            + [min(x / d, 5.0) for x in self._lat]
+            + [self._last_conf, self._last_exit / max(self.n_exits - 1, 1), self._last_off]
+            + [
+                max(min((feat - self._feat_mean) / self._feat_std, 5.0), -5.0),
+                min(self._load[step], 5.0),
+                min(d / 100.0, 5.0),
+            ]
+        )
+        return np.asarray(obs, dtype=np.float32)
+
+    def _info_reset(self) -> dict[str, Any]:
+        return {
+            "trace": self.trace.name, "family": self.trace.family,
+            "start_s": self._t0 - self.trace.duration_s, "estimate_mbps": self.estimate_mbps,
+        }  # fmt: skip
+
+
+def make_env(scenario: Scenario | None = None, **kwargs: Any) -> EdgeCloudEnv:
+    """Factory used by ``gymnasium.make`` (keeps the entry point a plain function)."""
+    return EdgeCloudEnv(scenario, **kwargs)
+
+
+def shared_env_kwargs(
+    scenario: Scenario, traces: Sequence[Trace] | None = None, bundle: Bundle | None = None
+) -> dict[str, Any]:
+    """Keyword arguments that let many env copies share one loaded bundle and trace set."""
+    kw: dict[str, Any] = {"scenario": scenario}
+    if bundle is not None:
+        kw["bundle"] = bundle
+    if traces is not None:
+        kw["traces"] = list(traces)
+    return kw
