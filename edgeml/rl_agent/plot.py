@@ -1,0 +1,95 @@
+"""The evaluation figure: per policy, latency and the chosen split/exit over one episode,
+drawn against the link's true bandwidth, plus a bar chart of timely accuracy per family."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_evaluation"]
+
+
+def _pick_episode(records: Mapping[str, Mapping[str, np.ndarray]], family: str | None) -> int:
+    """The episode with the largest bandwidth swing (of ``family`` if given): where the
+    policies' choices differ most visibly."""
+    rec = next(iter(records.values()))
+    best, best_score = 0, -1.0
+    for ep in np.unique(rec["episode"]):
+        m = rec["episode"] == ep
+        if family is not None and rec["family"][m][0] != family:
+            continue
+        bw = np.log10(np.maximum(rec["bandwidth_mbps"][m], 1e-3))
+        score = float(bw.std())
+        if score > best_score:
+            best, best_score = int(ep), score
+    return best
+
+
+def plot_evaluation(
+    result: Mapping[str, Any],
+    records: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | Path,
+    policies: Sequence[str] | None = None,
+    family: str | None = "hsdpa",
+) -> Path:
+    """Write the PNG; ``family`` picks the episode shown (falls back to any family)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(policies or records)
+    fams = result["traces"]["families"]
+    if family not in fams:
+        family = None
+    ep = _pick_episode(records, family)
+    deadline = float(result["scenario"]["deadline_ms"])
+    n = len(names)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(11, 1.7 * n + 4.2), sharex=False)
+    ax0 = axes[0]
+    width = 0.8 / max(n, 1)
+    x = np.arange(len(fams))
+    for k, name in enumerate(names):
+        vals = [result["policies"][name]["per_family"][f]["timely_accuracy"] for f in fams]
+        ax0.bar(x + k * width, vals, width, label=name)
+    ax0.set_xticks(x + width * (n - 1) / 2, fams)
+    ax0.set_ylabel("timely accuracy")
+    ax0.legend(ncol=min(n, 5), fontsize=7, loc="lower right")
+    ax0.set_title("timely accuracy per trace family (test files)")
+    for ax, name in zip(axes[1:], names, strict=True):
+        rec = records[name]
+        m = rec["episode"] == ep
+        t = rec["time_s"][m]
+        ax.semilogy(t, np.maximum(rec["bandwidth_mbps"][m], 1e-2), color="0.75", lw=1,
+                    label="bandwidth (Mbps)")  # fmt: skip
+        ax.semilogy(t, np.maximum(rec["estimate_mbps"][m], 1e-2), color="0.45", lw=0.8,
+                    ls=":", label="estimate")  # fmt: skip
+        ax.set_ylabel("Mbps", fontsize=7)
+        lat_ax = ax.twinx()
+        lat_ax.plot(t, rec["latency_ms"][m], ".", ms=2, color="tab:red", label="latency")
+        lat_ax.axhline(deadline, color="tab:red", lw=0.6, ls="--")
+        lat_ax.set_ylim(0, 3 * deadline)
+        lat_ax.set_ylabel("ms", fontsize=7)
+        act_ax = ax.twinx()
+        act_ax.spines["right"].set_position(("axes", 1.06))
+        act_ax.step(t, rec["split"][m], where="post", color="tab:blue", lw=0.8, label="split")
+        act_ax.step(t, rec["stop_exit"][m], where="post", color="tab:green", lw=0.8,
+                    label="exit taken")  # fmt: skip
+        act_ax.set_ylabel("split / exit", fontsize=7)
+        acc = result["policies"][name]["timely_accuracy"]
+        ax.set_title(f"{name}: timely accuracy {acc:.3f} (episode shown: "
+                     f"{rec['family'][m][0]})", fontsize=8, loc="left")  # fmt: skip
+        if name == names[0]:
+            handles = sum((a.get_legend_handles_labels()[0] for a in (ax, lat_ax, act_ax)), [])
+            labels = sum((a.get_legend_handles_labels()[1] for a in (ax, lat_ax, act_ax)), [])
+            ax.legend(handles, labels, fontsize=6, ncol=5, loc="upper left")
+    axes[-1].set_xlabel("time in episode (s)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
