@@ -1,0 +1,537 @@
+"""The edge's gRPC client: one channel to one or more cloud servers.
+
+What the edge runtime needs from it, and how it gets it:
+
+* **balancing** -- ``targets="10.0.0.5:50051,10.0.0.6:50051"`` becomes one channel over an
+  ``ipv4:``/``ipv6:`` address list with gRPC's ``round_robin`` policy;
+* **deadlines** -- each call's gRPC deadline is what is left of the input's own deadline, so a
+  late reply is never waited for (the edge falls back to local execution instead);
+* **retries only where safe** -- a service-config retry policy for ``UNAVAILABLE`` only
+  (connection refused, a draining server), bounded in attempts and by the call's deadline;
+  inference is a pure function, so a repeated request cannot do harm;
+* **measurements** -- every :class:`InferResult` carries the serialized request size and the
+  round-trip time, which the bandwidth estimator turns into throughput samples;
+* **one model** -- :meth:`EdgeClient.check_model` refuses a cloud whose weights hash differs
+  from the edge's bundle, and every request carries the hash so the server checks it too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgeml.partition.codecs import EncodedTensor, encode
+from edgeml.transport.auth import AUTH_HEADER, channel_credentials
+from edgeml.transport.proto.edgeml.v1 import offload_pb2
+from edgeml.transport.tensor_proto import to_proto
+
+__all__ = [
+    "ClientConfig",
+    "DeadlineExpired",
+    "EdgeClient",
+    "InferResult",
+    "InferStreamSession",
+    "OffloadError",
+    "WeightsMismatchError",
+    "grpc_target",
+    "service_config",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "edgeml.v1.Offload"
+_INFER = f"/{SERVICE}/Infer"
+_INFER_STREAM = f"/{SERVICE}/InferStream"
+MiB = 1 << 20
+
+
+class OffloadError(RuntimeError):
+    """A call to the cloud failed; ``code`` is the gRPC status (None if it never left)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @classmethod
+    def from_rpc(cls, exc: grpc.RpcError, what: str) -> OffloadError:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        name = code.name if code is not None else "UNKNOWN"
+        if code is grpc.StatusCode.FAILED_PRECONDITION and "weights_sha256" in (details or ""):
+            return WeightsMismatchError(f"{what}: {details}", code)
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExpired(f"{what}: {name}: {details}", code)
+        return cls(f"{what}: {name}: {details}", code)
+
+
+class WeightsMismatchError(OffloadError):
+    """Edge and cloud run different weights; they must not talk (answers would be wrong)."""
+
+
+class DeadlineExpired(OffloadError):
+    """The input's deadline passed, before sending or while waiting for the reply."""
+
+
+@dataclass
+class ClientConfig:
+    """How the edge reaches the cloud.
+
+    :param targets: ``host:port`` or a comma-separated list of them (round-robin balanced);
+        a target with a gRPC scheme (``dns:``, ``ipv4:``, ``unix:``) is used verbatim.
+    :param root_ca: PEM CA that signed the server's certificate; enables TLS.
+    :param tls_cert: PEM client certificate chain (mutual TLS), with ``tls_key``.
+    :param tls_key: PEM private key of ``tls_cert``.
+    :param tls_server_name: name to verify in the server's certificate (default: the host).
+    :param tls: use TLS with the system's roots even without ``root_ca``.
+    :param token: bearer token sent as ``authorization`` metadata.
+    :param default_timeout_s: deadline of a call made without an input deadline.
+    :param max_attempts: attempts per call on ``UNAVAILABLE`` (1 = no retries; gRPC caps it at 5).
+    :param keepalive_s: interval of HTTP/2 keepalive pings; spots a dead link between inputs.
+    :param keepalive_timeout_s: how long a ping may go unanswered before the link is dropped.
+    :param max_message_bytes: largest request the channel may send.
+    """
+
+    targets: str = "127.0.0.1:50051"
+    root_ca: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
+    tls_server_name: str | None = None
+    tls: bool = False
+    token: str | None = None
+    default_timeout_s: float = 5.0
+    max_attempts: int = 3
+    keepalive_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    max_message_bytes: int = 16 * MiB
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert/tls_key: give both for mutual TLS, or neither")
+        if not 1 <= self.max_attempts <= 5:
+            raise ValueError(f"max_attempts: {self.max_attempts} not in 1..5")
+        if self.default_timeout_s <= 0:
+            raise ValueError(f"default_timeout_s: must be > 0, got {self.default_timeout_s}")
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.root_ca is not None or self.tls_cert is not None
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """The cloud's answer plus what the call cost, as the edge measured it.
+
+    ``sent_bytes`` is the serialized request (what crosses the uplink, before HTTP/2 and TCP
+    framing) and ``rtt_ms`` the wall time from handing it to gRPC to having the reply; the
+    server's own time is in ``server_ms``, so ``network_ms`` is what the link took.
+    """
+
+    request_id: str
+    class_id: int
+    confidence: float
+    exit_index: int
+    exit_block: int
+    sent_bytes: int
+    received_bytes: int
+    rtt_ms: float
+    encode_ms: float
+    queue_ms: float
+    decode_ms: float
+    compute_ms: float
+    batch_size: int
+
+    @property
+    def server_ms(self) -> float:
+        return self.queue_ms + self.decode_ms + self.compute_ms
+
+    @property
+    def network_ms(self) -> float:
+        """Round trip minus server time: transfer both ways plus propagation (>= 0)."""
+        return max(self.rtt_ms - self.server_ms, 0.0)
+
+    @classmethod
+    def from_reply(
+        cls, reply: offload_pb2.InferReply, sent: int, rtt_ms: float, encode_ms: float
+    ) -> InferResult:
+        return cls(
+            request_id=reply.request_id,
+            class_id=reply.class_id,
+            confidence=reply.confidence,
+            exit_index=reply.exit_taken,
+            exit_block=reply.exit_block,
+            sent_bytes=sent,
+            received_bytes=reply.ByteSize(),
+            rtt_ms=rtt_ms,
+            encode_ms=encode_ms,
+            queue_ms=reply.queue_ms,
+            decode_ms=reply.decode_ms,
+            compute_ms=reply.compute_ms,
+            batch_size=reply.batch_size,
+        )
+
+
+# --------------------------------------------------------------------------- channel set-up
+
+
+def _split_hostport(target: str) -> tuple[str, int]:
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"targets: {target!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def grpc_target(targets: str) -> str:
+    """``"a:1,b:2"`` -> ``"ipv4:a_ip:1,b_ip:2"`` (names resolved once, here); a single
+    ``host:port`` or anything with a scheme is returned unchanged (gRPC's DNS resolver)."""
+    parts = [t.strip() for t in targets.split(",") if t.strip()]
+    if not parts:
+        raise ValueError("targets: empty; expected host:port[,host:port...]")
+    if len(parts) == 1 or parts[0].split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix"):
+        return targets.strip() if len(parts) > 1 else parts[0]
+    addrs: list[tuple[int, str]] = []
+    for part in parts:
+        host, port = _split_hostport(part)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:  # a name: resolve it now, gRPC's list schemes take addresses only
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            ip = ipaddress.ip_address(info[0][4][0])
+        addrs.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
+    versions = {v for v, _ in addrs}
+    if len(versions) > 1:
+        raise ValueError(f"targets: mixes IPv4 and IPv6 addresses ({targets}); use one family")
+    return f"ipv{versions.pop()}:" + ",".join(a for _, a in addrs)
+
+
+def service_config(max_attempts: int) -> str:
+    """round_robin over all addresses; retry UNAVAILABLE (and nothing else) a few times."""
+    method: dict[str, Any] = {"name": [{"service": SERVICE}, {"service": "grpc.health.v1.Health"}]}
+    if max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": "0.01s",
+            "maxBackoff": "0.2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]})
+
+
+def channel_options(cfg: ClientConfig) -> list[tuple[str, Any]]:
+    opts: list[tuple[str, Any]] = [
+        ("grpc.service_config", service_config(cfg.max_attempts)),
+        ("grpc.enable_retries", 1),
+        # a retry needs the request buffered; cover our largest message
+        ("grpc.per_rpc_retry_buffer_size", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.default_compression_algorithm", 0),  # tensors are already encoded
+    ]
+    if cfg.tls_server_name:
+        opts.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
+    return opts
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class EdgeClient:
+    """The edge's connection to the cloud.
+
+    :param config: see :class:`ClientConfig`.
+    :param weights_sha256: the edge bundle's weights hash, sent with every request.
+    :param model_id: the model name to ask for ('' = whatever the server serves).
+    """
+
+    def __init__(self, config: ClientConfig, weights_sha256: str = "", model_id: str = "") -> None:
+        self.config = config
+        self.weights_sha256 = weights_sha256
+        self.model_id = model_id
+        target = grpc_target(config.targets)
+        options = channel_options(config)
+        if config.secure:
+            creds = channel_credentials(config.root_ca, config.tls_cert, config.tls_key)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.target = target
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
+        )
+        # raw-bytes callables: we serialize ourselves so the sent size is exact and free
+        self._infer = self.channel.unary_unary(
+            _INFER, request_serializer=_identity, response_deserializer=_identity
+        )
+        self._infer_stream = self.channel.stream_stream(
+            _INFER_STREAM, request_serializer=_identity, response_deserializer=_identity
+        )
+        self._info = self.channel.unary_unary(
+            f"/{SERVICE}/GetModelInfo",
+            request_serializer=offload_pb2.ModelInfoRequest.SerializeToString,
+            response_deserializer=offload_pb2.ModelInfo.FromString,
+        )
+        self._profile = self.channel.unary_unary(
+            f"/{SERVICE}/Profile",
+            request_serializer=offload_pb2.ProfileRequest.SerializeToString,
+            response_deserializer=offload_pb2.ProfileReply.FromString,
+        )
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:8]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> EdgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until a server answers health SERVING (waiting for it to come up)."""
+        try:
+            resp = self._health.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE),
+                timeout=timeout_s,
+                wait_for_ready=True,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise OffloadError.from_rpc(exc, f"wait_ready({self.config.targets})") from None
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            raise OffloadError(f"wait_ready: {self.config.targets} is {name}")
+
+    # ----------------------------------------------------------------- model
+
+    def get_model_info(self, timeout_s: float | None = None) -> offload_pb2.ModelInfo:
+        try:
+            return self._info(
+                offload_pb2.ModelInfoRequest(model_id=self.model_id),
+                timeout=timeout_s or self.config.default_timeout_s,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise OffloadError.from_rpc(exc, "get_model_info") from None
+
+    def check_model(self, weights_sha256: str | None = None) -> offload_pb2.ModelInfo:
+        """Fetch the cloud's model info and refuse (raise) if its weights differ from ours."""
+        want = weights_sha256 or self.weights_sha256
+        if not want:
+            raise ValueError("weights_sha256: unknown; pass the edge bundle's hash")
+        info = self.get_model_info()
+        if info.weights_sha256 != want:
+            raise WeightsMismatchError(
+                f"weights_sha256: cloud {self.config.targets} runs {info.weights_sha256[:16]}..., "
+                f"the edge {want[:16]}...; load the same bundle on both sides"
+            )
+        self.weights_sha256 = want
+        return info
+
+    def profile(self, repeats: int = 0, timeout_s: float = 60.0) -> offload_pb2.ProfileReply:
+        """The cloud's per-block and per-head latencies (``repeats > 0``: measure now)."""
+        try:
+            return self._profile(
+                offload_pb2.ProfileRequest(model_id=self.model_id, repeats=repeats),
+                timeout=timeout_s,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise OffloadError.from_rpc(exc, "profile") from None
+
+    # ----------------------------------------------------------------- inference
+
+    def make_request(
+        self,
+        tensor: torch.Tensor | np.ndarray | EncodedTensor,
+        split: int,
+        exit_index: int,
+        tau: float,
+        codec: str = "raw",
+        remaining_s: float | None = None,
+        request_id: str | None = None,
+    ) -> tuple[offload_pb2.InferRequest, float]:
+        """Build a request (encoding ``tensor`` with ``codec`` unless already encoded);
+        returns it and the encode time in ms."""
+        if not self.weights_sha256:
+            raise ValueError("weights_sha256: unknown; call check_model() or pass the hash")
+        t0 = time.perf_counter()
+        enc = tensor if isinstance(tensor, EncodedTensor) else encode(tensor, codec)
+        encode_ms = (time.perf_counter() - t0) * 1e3
+        req = offload_pb2.InferRequest(
+            request_id=request_id or f"{self._id_prefix}-{next(self._ids)}",
+            model_id=self.model_id,
+            weights_sha256=self.weights_sha256,
+            split=split,
+            exit=exit_index,
+            tau=tau,
+        )
+        to_proto(enc, req.tensor)
+        if remaining_s is not None:
+            req.deadline_ms = remaining_s * 1e3
+        req.sent_unix_ns = time.time_ns()
+        return req, encode_ms
+
+    def _timeout(self, deadline: float | None) -> float:
+        """gRPC timeout from the input's absolute ``time.monotonic()`` deadline."""
+        if deadline is None:
+            return self.config.default_timeout_s
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExpired(f"deadline: passed {-remaining * 1e3:.1f} ms ago; not sent")
+        return remaining
+
+    def infer(
+        self,
+        tensor: torch.Tensor | np.ndarray | EncodedTensor,
+        split: int,
+        exit_index: int,
+        tau: float,
+        codec: str = "raw",
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> InferResult:
+        """Send the tensor leaving block ``split``; the cloud runs the rest up to exit
+        ``exit_index`` under threshold ``tau``.
+
+        :param tensor: shaped ``(1, *cut)`` or ``cut`` (a torch/numpy array or pre-encoded).
+        :param deadline: the input's deadline as a ``time.monotonic()`` instant; the call's
+            gRPC deadline is what is left of it (``DeadlineExpired`` if nothing is).
+        :raises OffloadError: any failure, with the gRPC status in ``code``.
+        """
+        timeout = self._timeout(deadline)
+        req, encode_ms = self.make_request(
+            tensor, split, exit_index, tau, codec, None if deadline is None else timeout, request_id
+        )
+        data = req.SerializeToString()
+        timeout = self._timeout(deadline)  # encoding took some of it
+        t0 = time.perf_counter()
+        try:
+            raw = self._infer(data, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise OffloadError.from_rpc(exc, f"infer {req.request_id}") from None
+        rtt_ms = (time.perf_counter() - t0) * 1e3
+        reply = offload_pb2.InferReply.FromString(raw)
+        return InferResult.from_reply(reply, len(data), rtt_ms, encode_ms)
+
+    def stream(self, timeout_s: float | None = None) -> InferStreamSession:
+        """Open a pipelined ``InferStream`` (see :class:`InferStreamSession`)."""
+        return InferStreamSession(self, timeout_s)
+
+
+class InferStreamSession:
+    """Many requests in flight on one HTTP/2 stream; replies are matched by request_id.
+
+    ``submit`` returns a :class:`~concurrent.futures.Future` of :class:`InferResult`; its
+    ``rtt_ms`` runs from submit to the reply. A failed stream fails every open future.
+
+        with client.stream() as s:
+            futs = [s.submit(h, split=3, exit_index=3, tau=0.9) for h in hs]
+            results = [f.result() for f in futs]
+    """
+
+    _END = object()
+
+    def __init__(self, client: EdgeClient, timeout_s: float | None = None) -> None:
+        self.client = client
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._open: dict[str, tuple[Future[InferResult], float, int, float]] = {}
+        self._lock = threading.Lock()
+        self._error: OffloadError | None = None
+        self._call = client._infer_stream(
+            self._outgoing(), timeout=timeout_s, metadata=client._metadata
+        )
+        self._reader = threading.Thread(target=self._read, name="edgeml-stream", daemon=True)
+        self._reader.start()
+
+    def _outgoing(self) -> Iterator[bytes]:
+        while True:
+            item = self._requests.get()
+            if item is self._END:
+                return
+            yield item
+
+    def submit(
+        self,
+        tensor: torch.Tensor | np.ndarray | EncodedTensor,
+        split: int,
+        exit_index: int,
+        tau: float,
+        codec: str = "raw",
+        remaining_s: float | None = None,
+    ) -> Future[InferResult]:
+        fut: Future[InferResult] = Future()
+        req, encode_ms = self.client.make_request(
+            tensor, split, exit_index, tau, codec, remaining_s
+        )
+        data = req.SerializeToString()
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            self._open[req.request_id] = (fut, time.perf_counter(), len(data), encode_ms)
+        self._requests.put(data)
+        return fut
+
+    def _read(self) -> None:
+        try:
+            for raw in self._call:
+                reply = offload_pb2.InferReply.FromString(raw)
+                with self._lock:
+                    entry = self._open.pop(reply.request_id, None)
+                if entry is None:
+                    log.warning("stream: reply for unknown request_id %r", reply.request_id)
+                    continue
+                fut, t0, sent, encode_ms = entry
+                rtt_ms = (time.perf_counter() - t0) * 1e3
+                fut.set_result(InferResult.from_reply(reply, sent, rtt_ms, encode_ms))
+            error = OffloadError("stream: closed with requests unanswered")
+        except grpc.RpcError as exc:
+            error = OffloadError.from_rpc(exc, "stream")
+        except Exception as exc:  # a malformed reply: fail the open futures, do not hang
+            error = OffloadError(f"stream: {type(exc).__name__}: {exc}")
+        with self._lock:
+            self._error = error
+            open_now, self._open = list(self._open.values()), {}
+        for fut, *_ in open_now:
+            fut.set_exception(error)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Half-close the stream and wait for the replies still due."""
+        self._requests.put(self._END)
+        self._reader.join(timeout_s)
+        if self._reader.is_alive():
+            self._call.cancel()
+            self._reader.join(1.0)
+
+    def __enter__(self) -> InferStreamSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
