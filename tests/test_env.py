@@ -1,0 +1,189 @@
+"""EdgeCloud-v0: the env contract (checkers, registration, seeding) and its physics."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgeml.rl_agent  # noqa: F401  (registers the env)
+from edgeml.assets import default_bundle
+from edgeml.bundle import Bundle
+from edgeml.partition.cost import CostModel
+from edgeml.progressive.infer import TAUS
+from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
+from edgeml.rl_agent.env import ENV_ID, EdgeCloudEnv, Scenario, obs_size
+from edgeml.rl_agent.tables import Outcomes
+from edgeml.rl_agent.traces import Trace
+
+NO_LOAD = LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0)
+
+
+def const_trace(mbps: float, seconds: int = 60) -> Trace:
+    return Trace("const_x.csv", np.full(seconds, mbps))
+
+
+def test_gymnasium_and_sb3_checkers_pass(profiled_bundle: Bundle) -> None:
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = EdgeCloudEnv(bundle=profiled_bundle)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(EdgeCloudEnv(bundle=profiled_bundle), warn=True)
+
+
+def test_registered_and_made_with_keywords(profiled_bundle: Bundle) -> None:
+    assert ENV_ID in gym.registry
+    env = gym.make(ENV_ID, bundle=profiled_bundle.path, deadline_ms=80.0)
+    assert env.unwrapped.scenario.deadline_ms == 80.0
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (obs_size(4),)
+    n = profiled_bundle.manifest.blocks
+    assert env.action_space.nvec.tolist() == [n + 1, profiled_bundle.manifest.num_exits, len(TAUS)]
+    # The module prefix form imports the package itself.
+    env2 = gym.make("edgeml.rl_agent:edgeml/EdgeCloud-v0", bundle=profiled_bundle.path)
+    assert env2.unwrapped.scenario.bundle == str(profiled_bundle.path)
+
+
+@pytest.mark.skipif(
+    not (default_bundle() / "profile.json").is_file(), reason="default bundle not built yet"
+)
+def test_make_with_no_arguments_uses_the_shipped_defaults() -> None:
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert {"latency_ms", "timely", "bytes"} <= set(info)
+
+
+def test_unknown_scenario_parameter_is_named(profiled_bundle: Bundle) -> None:
+    with pytest.raises(TypeError, match="deadline"):
+        EdgeCloudEnv(bundle=profiled_bundle, deadlin_ms=5)
+    with pytest.raises(ValueError, match="timeout_ms"):
+        Scenario(timeout_ms=50.0)
+    with pytest.raises(ValueError, match="codec"):
+        EdgeCloudEnv(bundle=profiled_bundle, codec="nope")
+
+
+def rollout(env: EdgeCloudEnv, seed: int, steps: int) -> tuple[list, list]:
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(123)
+    seen, rewards = [obs], []
+    for _ in range(steps):
+        obs, r, _, trunc, _ = env.step(rng.integers(0, env.action_space.nvec))
+        seen.append(obs)
+        rewards.append(r)
+        if trunc:
+            break
+    return seen, rewards
+
+
+def test_same_seed_same_episode(profiled_bundle: Bundle) -> None:
+    env = EdgeCloudEnv(bundle=profiled_bundle)
+    a_obs, a_rew = rollout(env, 7, 100)
+    b_obs, b_rew = rollout(EdgeCloudEnv(bundle=profiled_bundle), 7, 100)
+    c_obs, _ = rollout(env, 8, 100)
+    assert np.array_equal(np.stack(a_obs), np.stack(b_obs)) and a_rew == b_rew
+    assert not np.array_equal(np.stack(a_obs), np.stack(c_obs))
+
+
+def test_latency_is_the_cost_models_over_a_constant_link(profiled_bundle: Bundle) -> None:
+    load = LoadConfig(busy_share=1.0, busy=(0.5, 0.5), jitter=0.0)
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(3.0)], load=load)
+    cost = CostModel.from_bundle(profiled_bundle)
+    out = Outcomes.from_calibration(profiled_bundle.calibration)
+    env.reset(seed=0)
+    for action in [(0, 2, 0), (1, 2, 4), (2, 1, 0), (3, 2, 0), (1, 0, 0)]:
+        i = env.current_sample
+        _, _, _, _, info = env.step(np.array(action))
+        s, e, t = action
+        j = int(out.stop[e, t, i])
+        want = cost.latency_ms(s, e, j, TAUS[t] >= 1.0, "int8", 3.0, 40.0, edge_load=0.5)
+        assert info["stop_exit"] == j
+        assert info["latency_ms"] == pytest.approx(want, rel=1e-9)
+        assert info["offloaded"] == (profiled_bundle.manifest.exits[j] > s)
+        assert info["correct"] == bool(out.correct[e, t, i])
+
+
+def test_reward_is_timely_correctness_minus_latency_term(profiled_bundle: Bundle) -> None:
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(5.0)], latency_weight=0.1)
+    env.reset(seed=3)
+    for _ in range(30):
+        _, r, _, _, info = env.step(env.action_space.sample())
+        lat = info["latency_ms"]
+        want = float(info["correct"] and lat <= 100.0) - 0.1 * min(lat / 100.0, 2.0)
+        assert r == pytest.approx(want)
+        assert info["timely"] == (info["correct"] and lat <= 100.0)
+
+
+def test_time_advances_by_latency_or_input_period(profiled_bundle: Bundle) -> None:
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(0.05)], load=NO_LOAD)
+    env.reset(seed=0)
+    t0 = env.time_s
+    _, _, _, _, info = env.step(np.array([env.n_splits - 1, 0, 0]))  # fast, on the edge
+    assert info["latency_ms"] < 100 and env.time_s - t0 == pytest.approx(0.1)
+    t1 = env.time_s
+    _, _, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))  # slow link
+    assert info["latency_ms"] > 100 and env.time_s - t1 == pytest.approx(info["latency_ms"] / 1e3)
+
+
+def test_observation_holds_measured_not_true_bandwidth(profiled_bundle: Bundle) -> None:
+    # 10 Mbps for 50 s, then 0.5 Mbps; no probes after the start: the edge cannot know.
+    trace = Trace("step_x.csv", np.array([10.0] * 50 + [0.5] * 50))
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], probe_interval_s=1e4,
+                       load=NO_LOAD)  # fmt: skip
+    obs, info = env.reset(seed=0, options={"start_s": 49.0})
+    assert info["estimate_mbps"] == pytest.approx(10.0)
+    edge = np.array([env.n_splits - 1, env.n_exits - 1, 0])
+    for _ in range(20):  # 2 s on the edge: the true rate drops to 0.5 Mbps meanwhile
+        obs, _, _, _, info = env.step(edge)
+    assert info["bandwidth_mbps"] == 0.5
+    assert obs[8] == pytest.approx(np.log10(10.0) / 2)  # estimate slot (history 4)
+    obs, _, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))  # one offload
+    assert info["bytes"] > 0
+    assert obs[0] == pytest.approx(np.log10(0.5) / 2, abs=1e-6)  # newest measurement
+    assert obs[4] < 0.05  # and it is fresh
+    assert env.estimate_mbps < 2.0
+
+
+def test_outage_offload_times_out(profiled_bundle: Bundle) -> None:
+    trace = Trace("dead_x.csv", np.array([0.0] * 30 + [5.0] * 30))
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], timeout_ms=500.0, load=NO_LOAD)
+    env.reset(seed=0, options={"start_s": 1.0})
+    _, r, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))
+    assert info["latency_ms"] == 500.0 and not info["answered"] and not info["correct"]
+    assert r == pytest.approx(-env.scenario.latency_weight * 2.0)
+    _, _, _, _, info = env.step(np.array([env.n_splits - 1, env.n_exits - 1, 0]))
+    assert info["answered"] and info["bytes"] == 0.0  # the edge still answers locally
+
+
+def test_episode_truncates(profiled_bundle: Bundle) -> None:
+    env = EdgeCloudEnv(bundle=profiled_bundle, episode_steps=5)
+    env.reset(seed=0)
+    flags = [env.step(env.action_space.sample())[3] for _ in range(5)]
+    assert flags == [False] * 4 + [True]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+
+
+def test_input_stream_regimes_dwell_and_match_levels() -> None:
+    rng = np.random.default_rng(0)
+    difficulty = np.repeat(np.arange(5), 20)
+    s = InputStream.generate(difficulty, 20_000, rng, input_rate=10.0,
+                             config=StreamConfig(dwell_s=3.0))  # fmt: skip
+    assert np.array_equal(difficulty[s.samples], s.levels)
+    runs = np.diff(np.flatnonzero(np.diff(s.levels) != 0))
+    assert 20 < runs.mean() < 40  # about 3 s of frames at 10/s
+    assert set(np.unique(s.levels)) == set(range(5))
+    again = InputStream.generate(difficulty, 20_000, np.random.default_rng(0), 10.0,
+                                 StreamConfig(dwell_s=3.0))  # fmt: skip
+    assert np.array_equal(again.samples, s.samples)
+
+
+def test_background_load_has_idle_and_busy_regimes() -> None:
+    load = background_load(20_000, np.random.default_rng(1), 10.0, LoadConfig(jitter=0.0))
+    assert load.min() >= 0.0
+    busy = load >= 0.25
+    assert 0.15 < busy.mean() < 0.45
+    assert math.isclose(np.mean(np.diff(load) == 0), 1 - 1 / 50, abs_tol=0.02)

@@ -1,0 +1,101 @@
+"""A short real PPO run: it learns, its exported actor agrees with SB3, evaluate writes the
+contract's JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeml.bundle import Bundle
+from edgeml.cli import main
+from edgeml.rl_agent.actor import NumpyActor
+from edgeml.rl_agent.baselines import RandomPolicy
+from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
+from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, load_policy
+from edgeml.rl_agent.traces import default_traces_dir, load_traces
+from edgeml.rl_agent.train import TrainConfig, TrainResult, check_actor, train_agent
+
+CONTRACT_POLICIES = {"ppo", "oracle", "oracle_sample", "edge_only", "cloud_only",
+                     "neurosurgeon", "edgent", "spinn", "random"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(profiled_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    cfg = TrainConfig(timesteps=4096, n_envs=4, n_steps=256, batch_size=256, seed=0,
+                      eval_freq=2048, eval_episodes=3, progress=False)  # fmt: skip
+    out = tmp_path_factory.mktemp("policy") / "p.zip"
+    return train_agent(profiled_bundle, load_traces(), out, cfg, Scenario(episode_steps=200))
+
+
+def test_training_writes_policy_actor_best_model_and_logs(trained: TrainResult) -> None:
+    assert trained.policy.is_file() and trained.actor.is_file()
+    assert trained.best is not None and trained.best.is_file()
+    meta = json.loads(trained.policy.with_suffix(".json").read_text())
+    assert meta["train"]["timesteps"] == 4096 and meta["seconds"] > 0
+    tb = Path(str(trained.policy.with_suffix("")) + "_tb")
+    assert any(tb.rglob("events.out.tfevents.*"))
+
+
+def test_short_ppo_run_beats_random(trained: TrainResult, profiled_bundle: Bundle) -> None:
+    ppo = load_policy(trained.policy)
+    res, _ = evaluate([ppo, RandomPolicy(0)], Scenario(), load_traces(),
+                      EvalConfig(segments=2, episode_steps=200, seed=1),
+                      bundle=profiled_bundle, progress=False)  # fmt: skip
+    pol = res["policies"]
+    assert pol["ppo"]["timely_accuracy"] > pol["random"]["timely_accuracy"] + 0.02
+    assert pol["ppo"]["reward"] > pol["random"]["reward"]
+
+
+def test_exported_actor_agrees_with_sb3(trained: TrainResult, profiled_bundle: Bundle) -> None:
+    from stable_baselines3 import PPO
+
+    model = PPO.load(trained.policy, device="cpu")
+    actor = NumpyActor.load(trained.actor)
+    env = EdgeCloudEnv(bundle=profiled_bundle)
+    obs, _ = env.reset(seed=0)
+    seen = [obs]
+    for _ in range(300):
+        obs, *_ = env.step(actor.act(obs))
+        seen.append(obs)
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-3, 3, (300, obs.shape[0])).astype(np.float32)
+    batch = np.concatenate([np.stack(seen), noise])
+    assert check_actor(model, actor, batch)
+    for o in batch[:50]:  # one observation at a time, as the edge calls it
+        assert np.array_equal(actor.act(o), model.predict(o, deterministic=True)[0])
+
+
+def test_actor_roundtrip_and_bad_file(tmp_path: Path, trained: TrainResult) -> None:
+    actor = NumpyActor.load(trained.actor)
+    again = NumpyActor.load(actor.save(tmp_path / "a.npz"))
+    x = np.linspace(-1, 1, actor.obs_size, dtype=np.float32)
+    assert np.array_equal(actor.act(x), again.act(x))
+    np.savez(tmp_path / "bad.npz", x=np.zeros(2))
+    with pytest.raises(ValueError, match="exported actor"):
+        NumpyActor.load(tmp_path / "bad.npz")
+
+
+def test_evaluate_cli_writes_contract_json_and_plot(
+    trained: TrainResult, profiled_bundle: Bundle, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["evaluate", str(profiled_bundle.path), "--policy", str(trained.actor),
+            "--traces", str(default_traces_dir()), "--split", "all", "--segments", "1",
+            "--steps", "80", "--json", str(out), "--plot", str(png), "--no-progress"]  # fmt: skip
+    rc = main(args)
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"scenario", "traces", "policies"}
+    assert set(res["traces"]) == {"files", "families"}
+    assert res["traces"]["families"] == ["belgium4g", "fcc", "hsdpa"]
+    assert set(res["policies"]) >= CONTRACT_POLICIES
+    for m in res["policies"].values():
+        assert set(m) == {*METRICS, "per_family"}
+        assert set(m["per_family"]) == set(res["traces"]["families"])
+        assert all(set(f) == set(METRICS) for f in m["per_family"].values())
+    assert res["scenario"]["deadline_ms"] == 100.0 and res["scenario"]["codec"] == "int8"
+    assert png.stat().st_size > 10_000
+    assert "oracle_sample" in capsys.readouterr().out
