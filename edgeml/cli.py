@@ -59,12 +59,98 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_build)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from edgeml.transport.auth import load_tokens
+    from edgeml.transport.server import OffloadServer, ServerConfig, serve
+
+    try:
+        tokens = load_tokens(args.token_file, args.token_env)
+        cfg = ServerConfig(
+            bundle=args.bundle, host=args.host, port=args.port, max_batch=args.max_batch,
+            max_wait_us=args.max_wait_us, metrics_port=args.metrics_port,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+            tokens=tokens, max_payload_bytes=args.max_payload_bytes, workers=args.workers,
+            torch_threads=args.threads, grace_s=args.grace_s,
+        )  # fmt: skip
+    except (ValueError, OSError) as exc:
+        print(f"edgeml serve: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(server: OffloadServer) -> None:
+        extra = ""
+        if server.metrics_port is not None:
+            extra = f", metrics on http://{args.host}:{server.metrics_port}/metrics"
+        print(f"edgeml serve: listening on {server.address}{extra}", flush=True)
+
+    try:
+        return serve(cfg, ready)
+    except (ValueError, OSError) as exc:  # bad bundle, port taken, unreadable TLS files
+        print(f"edgeml serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="cloud gRPC server: runs blocks s+1..e of a bundle",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bundle", help="bundle directory (same weights as the edge's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="requests per dynamic batch; 1 turns batching off")
+    p.add_argument("--max-wait-us", type=int, default=1000,
+                   help="longest a request waits for others with the same (split, exit)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus /metrics port on --host (unset: no endpoint)")
+    p.add_argument("--tls-cert", default=None, help="PEM server certificate (enables TLS)")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--client-ca", default=None,
+                   help="PEM CA for client certificates (mutual TLS)")
+    p.add_argument("--token-file", default=None,
+                   help="file of accepted bearer tokens, one per line (enables token auth)")
+    p.add_argument("--token-env", default=None, metavar="VAR",
+                   help="environment variable holding an accepted bearer token")
+    p.add_argument("--max-payload-bytes", type=int, default=4 << 20,
+                   help="largest tensor payload accepted")
+    p.add_argument("--workers", type=int, default=32, help="gRPC handler threads")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--grace-s", type=float, default=10.0,
+                   help="on SIGTERM, how long in-flight requests may take to finish")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _add_edge(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_edge_args, cmd_edge
+
+    p = sub.add_parser("edge", help="edge daemon: decide, run the head, offload, fall back",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_edge_args(p)
+    p.set_defaults(func=cmd_edge)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_demo_args, cmd_demo
+
+    p = sub.add_parser("demo", help="cloud + edge on loopback over a real trace, vs baselines",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_demo_args(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_emulate(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_emulate_args, cmd_emulate
+
+    p = sub.add_parser("emulate", help="root: cloud and edge in network namespaces, tc-shaped",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_emulate_args(p)
+    p.set_defaults(func=cmd_emulate)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgeml {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build,):
+    for add in (_add_build, _add_serve):
         add(sub)
     return parser
 
