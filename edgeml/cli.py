@@ -118,33 +118,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-def _add_edge(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_edge_args, cmd_edge
-
-    p = sub.add_parser("edge", help="edge daemon: decide, run the head, offload, fall back",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_edge_args(p)
-    p.set_defaults(func=cmd_edge)
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_demo_args, cmd_demo
-
-    p = sub.add_parser("demo", help="cloud + edge on loopback over a real trace, vs baselines",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_demo_args(p)
-    p.set_defaults(func=cmd_demo)
-
-
-def _add_emulate(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_emulate_args, cmd_emulate
-
-    p = sub.add_parser("emulate", help="root: cloud and edge in network namespaces, tc-shaped",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_emulate_args(p)
-    p.set_defaults(func=cmd_emulate)
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgeml {__version__}")
