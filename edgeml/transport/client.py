@@ -211,8 +211,9 @@ def grpc_target(targets: str) -> str:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:  # a name: resolve it now, gRPC's list schemes take addresses only
-            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            ip = ipaddress.ip_address(info[0][4][0])
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos.sort(key=lambda i: i[0] != socket.AF_INET)  # prefer IPv4 (localhost -> ::1?)
+            ip = ipaddress.ip_address(infos[0][4][0])
         addrs.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
     versions = {v for v, _ in addrs}
     if len(versions) > 1:

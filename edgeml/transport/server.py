@@ -41,9 +41,21 @@ from edgeml.transport.auth import BearerTokenInterceptor, server_credentials
 from edgeml.transport.batching import Batcher, BatcherClosed, Job, JobCancelled, JobExpired
 from edgeml.transport.metrics import ServerMetrics
 from edgeml.transport.proto.edgeml.v1 import offload_pb2, offload_pb2_grpc
-from edgeml.transport.validation import RequestError, RequestValidator, ValidRequest
+from edgeml.transport.validation import (
+    RequestError,
+    RequestValidator,
+    ValidRequest,
+    parse_infer_request,
+)
 
-__all__ = ["SERVICE_NAME", "OffloadServer", "OffloadServicer", "ServerConfig", "serve"]
+__all__ = [
+    "SERVICE_NAME",
+    "OffloadServer",
+    "OffloadServicer",
+    "ServerConfig",
+    "add_offload_servicer",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +441,37 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         )
 
 
+def add_offload_servicer(servicer: OffloadServicer, server: grpc.Server) -> None:
+    """Register like the generated ``add_OffloadServicer_to_server``, except that
+    ``InferRequest`` bytes are parsed by :func:`parse_infer_request`, so undecodable bytes
+    get INVALID_ARGUMENT from the servicer instead of INTERNAL from gRPC."""
+    pb = offload_pb2
+    handlers = {
+        "Infer": grpc.unary_unary_rpc_method_handler(
+            servicer.Infer,
+            request_deserializer=parse_infer_request,
+            response_serializer=pb.InferReply.SerializeToString,
+        ),
+        "InferStream": grpc.stream_stream_rpc_method_handler(
+            servicer.InferStream,
+            request_deserializer=parse_infer_request,
+            response_serializer=pb.InferReply.SerializeToString,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=pb.ModelInfoRequest.FromString,
+            response_serializer=pb.ModelInfo.SerializeToString,
+        ),
+        "Profile": grpc.unary_unary_rpc_method_handler(
+            servicer.Profile,
+            request_deserializer=pb.ProfileRequest.FromString,
+            response_serializer=pb.ProfileReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class OffloadServer:
     """A started gRPC server: Offload + health + reflection (+ metrics endpoint).
 
@@ -477,7 +520,7 @@ class OffloadServer:
             interceptors=self._interceptors(),
             options=options,
         )
-        offload_pb2_grpc.add_OffloadServicer_to_server(self.servicer, server)
+        add_offload_servicer(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

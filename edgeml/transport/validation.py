@@ -21,9 +21,11 @@ from edgeml.transport.tensor_proto import from_proto
 
 __all__ = [
     "MAX_REQUEST_ID_CHARS",
+    "MalformedRequest",
     "RequestError",
     "RequestValidator",
     "ValidRequest",
+    "parse_infer_request",
 ]
 
 MAX_REQUEST_ID_CHARS = 128
@@ -40,6 +42,22 @@ class RequestError(Exception):
 
 def _invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """Bytes that are no ``InferRequest``: kept so the handler answers INVALID_ARGUMENT
+    (a deserializer that raises makes gRPC answer INTERNAL, which blames the server)."""
+
+    reason: str
+
+
+def parse_infer_request(data: bytes) -> offload_pb2.InferRequest | MalformedRequest:
+    """The server's request deserializer for ``Infer`` and ``InferStream``; never raises."""
+    try:
+        return offload_pb2.InferRequest.FromString(data)
+    except Exception as exc:  # DecodeError, or anything else a hostile message provokes
+        return MalformedRequest(f"{type(exc).__name__}: {exc}"[:200])
 
 
 @dataclass(frozen=True)
@@ -117,8 +135,10 @@ class RequestValidator:
 
     # ----------------------------------------------------------------- the request
 
-    def validate(self, req: offload_pb2.InferRequest) -> ValidRequest:
+    def validate(self, req: offload_pb2.InferRequest | MalformedRequest) -> ValidRequest:
         """All checks, then decode; raises :class:`RequestError` at the first failure."""
+        if isinstance(req, MalformedRequest):
+            raise _invalid(f"request: not a valid edgeml.v1.InferRequest ({req.reason})")
         if not isinstance(req, offload_pb2.InferRequest):
             raise _invalid(f"request: expected edgeml.v1.InferRequest, got {type(req).__name__}")
         payload = len(req.tensor.data)
