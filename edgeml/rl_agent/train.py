@@ -87,6 +87,25 @@ class _FixedEpisodes(gym.Wrapper):
         return self.env.reset(seed=ep_seed, options=ep_opts)
 
 
+def _progress_callback(total: int) -> Any:
+    """A tqdm bar over environment steps (SB3's own bar needs ``rich``, not a dependency)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm.auto import tqdm
+
+    class _Progress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=total, desc="train-agent", unit="step", smoothing=0.05)
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return _Progress()
+
+
 def _eval_episodes(traces: Sequence[Trace], n: int, seed: int) -> list[tuple[int, dict[str, Any]]]:
     """``n`` validation episodes spread over the traces (round-robin, evenly spaced starts)."""
     ordered = sorted(traces, key=lambda t: (t.family, t.name))
@@ -172,7 +191,11 @@ def train_agent(
         seed=cfg.seed, device="cpu", verbose=0, **cfg.extra,
     )  # fmt: skip
     t0 = time.perf_counter()
-    model.learn(cfg.timesteps, callback=callback, progress_bar=cfg.progress, tb_log_name="ppo")
+    callbacks: list[Any] = [callback]
+    if cfg.progress:
+        per_rollout = cfg.n_steps * cfg.n_envs  # SB3 always finishes the rollout
+        callbacks.append(_progress_callback(-(-cfg.timesteps // per_rollout) * per_rollout))
+    model.learn(cfg.timesteps, callback=callbacks, tb_log_name="ppo")
     seconds = time.perf_counter() - t0
     best_zip = best_dir / "best_model.zip"
     final = model
