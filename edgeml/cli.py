@@ -118,12 +118,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _add_edge(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_edge_args, cmd_edge
+
+    p = sub.add_parser("edge", help="edge daemon: decide, run the head, offload, fall back",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_edge_args(p)
+    p.set_defaults(func=cmd_edge)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgeml {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_serve):
+    for add in (_add_build, _add_serve, _add_edge):
         add(sub)
     return parser
 

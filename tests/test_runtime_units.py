@@ -158,3 +158,30 @@ def test_paced_rate_stop_and_max_inputs() -> None:
     stop = threading.Event()
     stop.set()
     assert list(paced(array_items(np.zeros((3, 28, 28)), (1, 28, 28)), 1.0, stop)) == []
+
+
+# ---------------------------------------------------------------------------- observation
+
+
+def test_edge_observation_matches_the_env(profiled_bundle) -> None:
+    """The daemon's observation vector equals the simulator's for the same knowledge."""
+    from edgeml.partition.cost import CostModel
+    from edgeml.rl_agent.env import EdgeCloudEnv
+    from edgeml.runtime.observation import EdgeState
+
+    trace = Trace("fam_1.csv", np.array([2.0, 0.5, 8.0, 0.0, 3.0]))
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], episode_steps=50)
+    env.reset(seed=3)
+    cost = CostModel.from_bundle(profiled_bundle, edge_slowdown=env.scenario.edge_slowdown)
+    sc = env.scenario
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        obs, *_ = env.step(rng.integers(0, env.action_space.nvec))
+        st = EdgeState(profiled_bundle, cost, sc.codec, sc.deadline_ms, sc.rtt_ms, sc.history)
+        st.set_measurements(list(env._meas))
+        for lat in reversed(env._lat):
+            st.lat.appendleft(lat)
+        st.last_conf, st.last_exit, st.last_off = env._last_conf, env._last_exit, env._last_off
+        st.feature, st.edge_load = env.feature, env.edge_load
+        np.testing.assert_allclose(st.observation(env._t), obs, rtol=1e-6, atol=1e-6)
+        assert st.estimate_mbps == pytest.approx(env.estimate_mbps)

@@ -1,0 +1,207 @@
+"""Arguments and handlers of ``edgeml edge``, ``edgeml demo`` and ``edgeml emulate``.
+
+``edgeml.cli`` stays thin: its ``_add_edge``/``_add_demo``/``_add_emulate`` create the
+sub-parsers and hand them to the functions here. Only argparse is imported at parse time;
+torch, gRPC and the rest load when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = [
+    "add_demo_args",
+    "add_edge_args",
+    "add_emulate_args",
+    "cmd_demo",
+    "cmd_edge",
+    "cmd_emulate",
+]
+
+log = logging.getLogger(__name__)
+
+
+def add_edge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="bundle directory (same weights as the cloud's; profiled)")
+    p.add_argument(
+        "--cloud",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="cloud server(s); several are balanced round-robin",
+    )
+    p.add_argument(
+        "--policy",
+        required=True,
+        help="exported actor .npz (or PPO .zip), a baseline (edge_only, cloud_only, "
+        "neurosurgeon, edgent, spinn, random) or fixed:SPLIT,EXIT,TAU",
+    )
+    p.add_argument(
+        "--source",
+        default=None,
+        help="scenes[:SEED], fashion-mnist[:SEED], a directory of .png/.npy, or a "
+        ".npy/.npz file (default: the stream matching the bundle's dataset)",
+    )
+    p.add_argument("--rate", type=float, default=10.0, help="inputs per second (0: flat out)")
+    p.add_argument("--deadline-ms", type=float, default=100.0, help="per-input deadline")
+    p.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=12.0,
+        help="emulated edge slowness: sleeps (factor-1) x the measured compute",
+    )
+    p.add_argument("--codec", default="int8", help="tensor codec on the link")
+    p.add_argument("--log", default=None, metavar="OUT.jsonl", help="one JSON line per input")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus /metrics port on 127.0.0.1 (unset: off)",
+    )
+    p.add_argument("--max-inputs", type=int, default=None, help="stop after this many inputs")
+    p.add_argument("--rtt-ms", type=float, default=40.0, help="RTT assumed until measured")
+    p.add_argument(
+        "--link-trace",
+        default=None,
+        metavar="CSV",
+        help="emulate the uplink in user space from this time_s,mbps trace",
+    )
+    p.add_argument("--link-offset-s", type=float, default=0.0, help="start offset in the trace")
+    p.add_argument(
+        "--link-rtt-ms",
+        type=float,
+        default=None,
+        help="add this RTT in user space (default with --link-trace: --rtt-ms)",
+    )
+    p.add_argument(
+        "--probe-after-s",
+        type=float,
+        default=1.0,
+        help="probe the link after this long without a measurement",
+    )
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the bearer token for the cloud",
+    )
+    p.add_argument("--root-ca", default=None, help="PEM CA of the cloud's certificate (TLS)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--run", default="", help="label written into every log line")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    import os
+
+    from edgeml.bundle import BundleError
+    from edgeml.runtime.edge import EdgeConfig, run_edge
+    from edgeml.transport.client import WeightsMismatchError
+
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and token is None:
+        print(f"edgeml edge: --token-env: ${args.token_env} is not set", file=sys.stderr)
+        return 2
+    try:
+        cfg = EdgeConfig(
+            bundle=args.bundle, cloud=args.cloud, policy=args.policy, source=args.source,
+            rate=args.rate, deadline_ms=args.deadline_ms, edge_slowdown=args.edge_slowdown,
+            codec=args.codec, log=args.log, metrics_port=args.metrics_port,
+            max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
+            link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
+            probe_after_s=args.probe_after_s, token=token, root_ca=args.root_ca,
+            threads=args.threads, run=args.run, seed=args.seed,
+        )  # fmt: skip
+        return run_edge(cfg)
+    except (ValueError, OSError, BundleError, WeightsMismatchError) as exc:
+        print(f"edgeml edge: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default=None, help="bundle (default: the shipped default)")
+    p.add_argument(
+        "--policy",
+        default=None,
+        help="PPO actor .npz/.zip (default: the shipped policy, else a quick one)",
+    )
+    p.add_argument(
+        "--trace",
+        default=None,
+        help="time_s,mbps CSV (default: a file of ../shared/traces or the sample)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="edge_only,cloud_only,neurosurgeon,edgent,spinn",
+        help="comma-separated baselines run on the same trace and inputs",
+    )
+    p.add_argument("--inputs", type=int, default=300, help="inputs per policy")
+    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--edge-slowdown", type=float, default=12.0)
+    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
+    p.add_argument("--codec", default="int8")
+    p.add_argument("--out", default="demo-out", help="directory for logs, JSON and PNG")
+    p.add_argument("--seed", type=int, default=0, help="input stream seed")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeml.runtime.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        bundle=args.bundle, policy=args.policy, trace=args.trace,
+        baselines=tuple(b for b in args.baselines.split(",") if b), inputs=args.inputs,
+        rate=args.rate, deadline_ms=args.deadline_ms, edge_slowdown=args.edge_slowdown,
+        rtt_ms=args.rtt_ms, codec=args.codec, out=args.out, seed=args.seed,
+    )  # fmt: skip
+    try:
+        return run_demo(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"edgeml demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_emulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trace",
+        required=True,
+        action="append",
+        help="time_s,mbps CSV; repeat for several traces (one run each)",
+    )
+    p.add_argument("--bundle", default=None, help="bundle (default: the shipped default)")
+    p.add_argument(
+        "--policy", default=None, help="PPO actor .npz/.zip (default: the shipped policy)"
+    )
+    p.add_argument(
+        "--baselines",
+        default="edge_only,cloud_only,neurosurgeon,edgent,spinn",
+        help="comma-separated baselines run on the same trace and inputs",
+    )
+    p.add_argument("--inputs", type=int, default=300, help="inputs per policy and trace")
+    p.add_argument("--offset-s", type=float, default=0.0, help="start offset in each trace")
+    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--edge-slowdown", type=float, default=12.0)
+    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
+    p.add_argument("--codec", default="int8")
+    p.add_argument("--out", default="emulate-out", help="directory for logs, JSON and PNG")
+    p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    p.add_argument("--port", type=int, default=50051, help="cloud port inside its namespace")
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from edgeml.runtime.emulate import EmulateConfig, EmulationError, run_emulate
+
+    cfg = EmulateConfig(
+        traces=tuple(args.trace), bundle=args.bundle, policy=args.policy,
+        baselines=tuple(b for b in args.baselines.split(",") if b), inputs=args.inputs,
+        offset_s=args.offset_s, rate=args.rate, deadline_ms=args.deadline_ms,
+        edge_slowdown=args.edge_slowdown, rtt_ms=args.rtt_ms, codec=args.codec, out=args.out,
+        seed=args.seed, port=args.port,
+    )  # fmt: skip
+    try:
+        return run_emulate(cfg)
+    except (ValueError, OSError, EmulationError) as exc:
+        print(f"edgeml emulate: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,638 @@
+"""The edge daemon: per input, observe, decide ``(s, e, tau)``, run the head, offload or not.
+
+For every input of its source the daemon
+
+1. samples its CPU load (psutil) and the input's cheap difficulty feature, and builds the
+   agent's observation from its own measurements (:mod:`.observation`);
+2. asks the policy for ``(split, exit, tau)``;
+3. runs blocks ``1..s`` with the early-exit rule (:func:`~edgeml.progressive.infer.run_segment`),
+   then encodes the tensor; the emulated edge slowdown is applied honestly: after measuring
+   the compute it sleeps ``(factor - 1) x`` that time;
+4. if the run did not stop on the edge, sends the tensor with the input's deadline
+   (:class:`~edgeml.transport.client.EdgeClient`), optionally through the user-space link
+   emulation (:mod:`.link`); on a timeout, an error or an unreachable cloud it answers
+   locally from the deepest exit it can still reach before the deadline (the shallowest
+   one past ``s`` once the deadline has passed), so no input is ever lost;
+5. writes one JSON line (schema below) and updates its Prometheus metrics.
+
+A background thread probes the link when nothing was measured for ``probe_after_s`` (a
+health ping for the RTT and a ~``probe_bytes`` request for the throughput), as the
+simulator's edge does, so a policy that stays local does not blind itself.
+
+The daemon runs until its source ends, ``max_inputs`` were answered, or SIGTERM/SIGINT;
+a signal lets the input in flight finish, flushes the log and exits 0.
+
+Log schema (``edgeml.edge/1``), one object per input::
+
+    schema, run, seq, input, t_unix, t_s, wait_ms, policy,
+    action {split, exit, tau, codec}, where ("edge" | "cloud" | "fallback"),
+    answer {class_id, confidence, exit_index, exit_block}, label, level, correct,
+    offloaded, fallback, fallback_reason (null | "deadline" | "unavailable" | "error" |
+    "mismatch"), bytes, deadline_ms, in_deadline, timely,
+    latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
+                cloud_queue, cloud_decode, cloud_compute, fallback_compute},
+    edge_slowdown, cpu_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps, trace_s,
+    cloud_batch
+
+Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
+handing the request over and having the reply, minus the server's own time; ``uplink`` is
+the part of it spent in the emulated uplink (0 on a real network). ``slowdown_sleep`` is
+the emulated edge slowness, ``(edge_slowdown - 1) x`` the measured edge compute.
+``t_s`` is seconds since the daemon started (monotonic); ``timely`` is ``correct and
+in_deadline`` (null without a label); ``link_mbps``/``trace_s`` are the emulated link's
+bandwidth and trace position when the input started (null on a real network).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import numpy as np
+import psutil
+import torch
+
+from edgeml.bundle import Bundle
+from edgeml.data.features import difficulty_feature
+from edgeml.partition.codecs import encode
+from edgeml.partition.cost import CostModel
+from edgeml.progressive.infer import TAUS, Answer, run_segment
+from edgeml.runtime.estimator import BandwidthEstimator, EstimatorConfig
+from edgeml.runtime.link import LinkTimeout, TraceLink
+from edgeml.runtime.metrics import EdgeMetrics
+from edgeml.runtime.observation import EdgeState
+from edgeml.runtime.policy import Decider, load_policy
+from edgeml.runtime.sources import Item, default_source, open_source, paced
+from edgeml.transport.client import (
+    ClientConfig,
+    DeadlineExpired,
+    EdgeClient,
+    OffloadError,
+    WeightsMismatchError,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LOG_SCHEMA", "EdgeConfig", "EdgeDaemon", "RunSummary", "run_edge"]
+
+LOG_SCHEMA = "edgeml.edge/1"
+LATENCY_KEYS = (
+    "total", "decide", "edge_compute", "encode", "slowdown_sleep", "uplink", "network",
+    "cloud_queue", "cloud_decode", "cloud_compute", "fallback_compute",
+)  # fmt: skip
+FALLBACK_REASONS = ("deadline", "unavailable", "error", "mismatch")
+
+
+@dataclass
+class EdgeConfig:
+    """Everything ``edgeml edge`` can set; the defaults are the CLI's.
+
+    :param bundle: bundle directory (must hold ``profile.json``: the fallback and the
+        baselines plan with the cost model).
+    :param cloud: ``HOST:PORT[,HOST:PORT...]`` (round-robin over several replicas).
+    :param policy: exported actor ``.npz``/``.zip``, a baseline name, or ``fixed:S,E,TAU``.
+    :param source: ``--source`` spec (None: the stream matching the bundle's dataset).
+    :param rate: inputs per second (0: as fast as possible).
+    :param deadline_ms: an answer later than this is a miss; also the offload's deadline.
+    :param edge_slowdown: emulated edge slowness; the daemon sleeps ``factor - 1`` times its
+        measured compute. 1 means this machine is the edge.
+    :param codec: tensor codec on the link.
+    :param log: JSONL output path (None: no log).
+    :param metrics_port: Prometheus ``/metrics`` port on 127.0.0.1 (None: off; 0: any).
+    :param max_inputs: stop after this many inputs (None: run until stopped).
+    :param rtt_ms: RTT assumed until measured; also what ``link_rtt_ms`` defaults to.
+    :param link_trace: CSV trace: emulate the uplink in user space (``edgeml demo``).
+    :param link_offset_s: where in the trace the run starts.
+    :param link_rtt_ms: RTT added in user space (with or without ``link_trace``).
+    :param probe_after_s: probe the link after this long without a measurement.
+    :param probe_bytes: approximate size of a throughput probe.
+    :param token: bearer token for the cloud.
+    :param root_ca: PEM CA of the cloud's certificate (enables TLS).
+    :param threads: torch intra-op threads (the edge is one core).
+    :param reconnect_every_s: while the cloud is unreachable, try a fresh channel this often.
+    :param run: a label copied into every log line (e.g. the policy's name in the demo).
+    :param seed: seed of the ``random`` policy.
+    """
+
+    bundle: str | Path
+    cloud: str
+    policy: str
+    source: str | None = None
+    rate: float = 10.0
+    deadline_ms: float = 100.0
+    edge_slowdown: float = 12.0
+    codec: str = "int8"
+    log: str | Path | None = None
+    metrics_port: int | None = None
+    max_inputs: int | None = None
+    rtt_ms: float = 40.0
+    link_trace: str | Path | None = None
+    link_offset_s: float = 0.0
+    link_rtt_ms: float | None = None
+    probe_after_s: float = 1.0
+    probe_bytes: int = 4000
+    token: str | None = None
+    root_ca: str | Path | None = None
+    threads: int = 1
+    reconnect_every_s: float = 0.5
+    run: str = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.edge_slowdown < 1:
+            raise ValueError(
+                f"edge_slowdown: must be >= 1 (sleeping adds time), got {self.edge_slowdown}"
+            )
+        if self.deadline_ms <= 0 or self.rate < 0:
+            raise ValueError("deadline_ms: must be > 0; rate: must be >= 0")
+        if self.max_inputs is not None and self.max_inputs < 0:
+            raise ValueError(f"max_inputs: must be >= 0, got {self.max_inputs}")
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the CLI's report and the demo's table."""
+
+    run: str
+    policy: str
+    edge_slowdown: float
+    inputs: int = 0
+    labelled: int = 0
+    timely: int = 0
+    correct: int = 0
+    in_deadline: int = 0
+    offloaded: int = 0
+    fallbacks: int = 0
+    bytes: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.inputs += 1
+        self.latencies_ms.append(rec["latency_ms"]["total"])
+        self.in_deadline += bool(rec["in_deadline"])
+        self.offloaded += bool(rec["offloaded"])
+        self.fallbacks += bool(rec["fallback"])
+        self.bytes += int(rec["bytes"])
+        if rec["correct"] is not None:
+            self.labelled += 1
+            self.correct += bool(rec["correct"])
+            self.timely += bool(rec["timely"])
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        n = max(self.inputs, 1)
+        return {
+            "run": self.run, "policy": self.policy, "edge_slowdown": self.edge_slowdown,
+            "inputs": self.inputs,
+            "timely_accuracy": self.timely / self.labelled if self.labelled else None,
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "deadline_hit_rate": self.in_deadline / n,
+            "latency_ms_mean": statistics.fmean(lat) if lat else None,
+            "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
+            "bytes_mean": self.bytes / n, "offload_rate": self.offloaded / n,
+            "fallbacks": self.fallbacks,
+        }  # fmt: skip
+
+    def report(self) -> str:
+        d = self.as_dict()
+        ta = "n/a" if d["timely_accuracy"] is None else f"{d['timely_accuracy']:.3f}"
+        mean = d["latency_ms_mean"] or 0.0
+        p95 = d["latency_ms_p95"] or 0.0
+        return (
+            f"{self.run or self.policy}: {self.inputs} inputs, timely accuracy {ta}, "
+            f"latency mean {mean:.1f} ms p95 {p95:.1f} ms, {d['bytes_mean']:.0f} B/input, "
+            f"offloaded {d['offload_rate']:.0%}, fallbacks {self.fallbacks}; "
+            f"edge slowdown x{self.edge_slowdown:g} (applied by sleeping)"
+        )
+
+
+class CpuLoad:
+    """Background CPU load the edge core sees, from psutil (the env's ``edge_load``).
+
+    Other processes' busy cores beyond the ``n - 1`` cores the edge does not use are taken
+    out of the edge's own core: ``load = max(0, others - (n - 1))``. On a one-core device
+    that is simply the share of the core others use; the cost model slows edge compute by
+    ``1 + load``.
+    """
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._n = psutil.cpu_count() or 1
+        psutil.cpu_percent(None)
+        self._proc.cpu_percent(None)
+
+    def sample(self) -> float:
+        busy = psutil.cpu_percent(None) / 100.0 * self._n
+        own = self._proc.cpu_percent(None) / 100.0
+        return round(max(0.0, busy - own - (self._n - 1)), 3)
+
+
+def _sleep_extra(compute_s: float, factor: float) -> float:
+    """Sleep the extra time a ``factor`` x slower edge would have needed; returns it (s)."""
+    extra = max(compute_s, 0.0) * (factor - 1.0)
+    if extra > 0:
+        time.sleep(extra)
+    return extra
+
+
+class EdgeDaemon:
+    """One edge: bundle, policy, client, estimator, link emulation, log, metrics.
+
+    ``client`` and ``bundle`` may be passed in (the demo shares one bundle across runs).
+    """
+
+    def __init__(
+        self, config: EdgeConfig, bundle: Bundle | None = None, client: EdgeClient | None = None
+    ) -> None:
+        self.config = cfg = config
+        torch.set_num_threads(cfg.threads)
+        self.bundle = bundle or Bundle.load(cfg.bundle)
+        if self.bundle.profile is None:
+            raise ValueError(
+                f"{self.bundle.path}: no profile.json; run `edgeml profile {self.bundle.path}`"
+            )
+        self.net = self.bundle.net.eval()
+        self.cost = CostModel.from_bundle(self.bundle, edge_slowdown=cfg.edge_slowdown)
+        self.cost.codec_index(cfg.codec)  # a clear error for an unprofiled codec
+        n_splits, n_exits = self.cost.num_blocks + 1, self.cost.num_exits
+        self.policy: Decider = load_policy(cfg.policy, n_splits, n_exits)
+        if hasattr(self.policy, "impl") and hasattr(self.policy.impl, "reset"):
+            self.policy.impl.reset(cfg.seed)  # type: ignore[attr-defined]
+        self.state = EdgeState(
+            self.bundle, self.cost, cfg.codec, cfg.deadline_ms, cfg.rtt_ms, self.policy.history
+        )
+        self.estimator = BandwidthEstimator(
+            EstimatorConfig(
+                window=self.policy.history, probe_after_s=cfg.probe_after_s,
+                prior_rtt_ms=cfg.rtt_ms, min_bytes=512,
+            )
+        )  # fmt: skip
+        self._est_lock = threading.Lock()
+        self.link = self._make_link()
+        self.client = client or self._new_client()
+        self._own_client = client is None
+        self._old_clients: list[EdgeClient] = []
+        self._cloud_down = False
+        self._last_reconnect = 0.0
+        self._overhead = 160  # request bytes beyond the tensor's; learnt from the first reply
+        self.metrics = EdgeMetrics(cfg.edge_slowdown)
+        self.load = CpuLoad()
+        self.stop_event = threading.Event()
+        self.summary = RunSummary(cfg.run, self.policy.name, cfg.edge_slowdown)
+        self._t0 = time.monotonic()
+        self._probe_split = self._pick_probe_split()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_link(self) -> TraceLink | None:
+        cfg = self.config
+        rtt = cfg.link_rtt_ms if cfg.link_rtt_ms is not None else cfg.rtt_ms
+        if cfg.link_trace is not None:
+            from edgeml.rl_agent.traces import load_trace
+
+            return TraceLink(load_trace(cfg.link_trace), rtt, cfg.link_offset_s)
+        if cfg.link_rtt_ms is not None:
+            return TraceLink(None, rtt)
+        return None
+
+    def _new_client(self) -> EdgeClient:
+        cfg = self.config
+        return EdgeClient(
+            ClientConfig(targets=cfg.cloud, token=cfg.token, root_ca=cfg.root_ca, max_attempts=2),
+            weights_sha256=self.bundle.weights_sha256,
+        )
+
+    def _note_cloud(self, up: bool) -> None:
+        self._cloud_down = not up
+
+    def _reconnect(self) -> None:
+        """Try a fresh channel while the cloud is unreachable; swap it in once it answers.
+
+        gRPC's own reconnect backoff grows to tens of seconds after a long outage, so a
+        restarted cloud would wait that long for its first request. A fresh channel connects
+        at once. The old one is closed at shutdown (a call in flight on it may finish).
+        """
+        self._last_reconnect = time.monotonic()
+        fresh = self._new_client()
+        try:
+            fresh.wait_ready(0.3)
+        except OffloadError:
+            fresh.close()
+            return
+        log.info("cloud %s reachable again: switched to a fresh channel", self.config.cloud)
+        self._old_clients.append(self.client)
+        self.client = fresh
+        self._cloud_down = False
+
+    def _pick_probe_split(self) -> int:
+        """The split whose tensor (in int8) is closest to ``probe_bytes``, below the last."""
+        sizes = (
+            self.cost.bytes[self.cost.codec_index("int8")] if "int8" in self.cost.codecs else None
+        )
+        if sizes is None:
+            return 0
+        cands = range(self.cost.num_blocks)  # split N sends nothing
+        return min(cands, key=lambda s: abs(sizes[s] - self.config.probe_bytes))
+
+    def check_cloud(self, timeout_s: float = 5.0) -> bool:
+        """Verify the cloud serves the same weights; False if it cannot be reached now.
+
+        A cloud with other weights is refused (:class:`WeightsMismatchError` propagates).
+        """
+        try:
+            self.client.wait_ready(timeout_s)
+            self.client.check_model()
+            return True
+        except WeightsMismatchError:
+            raise
+        except OffloadError as exc:
+            self._cloud_down = True
+            log.warning("cloud %s not reachable yet (%s); answering locally until it is",
+                        self.config.cloud, exc)  # fmt: skip
+            return False
+
+    # ------------------------------------------------------------------ one input
+
+    def _now_s(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _fallback(
+        self, hidden: torch.Tensor, s: int, e: int, tau: float, deadline: float, load: float
+    ) -> tuple[Answer, float, float]:
+        """Answer locally from the deepest exit past ``s`` that fits before ``deadline``.
+
+        Returns the answer, its compute time and the slowdown sleep (seconds).
+        """
+        cost = self.cost
+        remaining_ms = (deadline - time.monotonic()) * 1e3
+        cum = np.concatenate([[0.0], np.cumsum(cost.blocks_ms)])
+        past = [k for k, b in enumerate(cost.exits) if b > s and k <= e] or [
+            k for k, b in enumerate(cost.exits) if b > s
+        ]
+        fits = [
+            k for k in past
+            if cost.edge_slowdown * (1 + load) * (cum[cost.exits[k]] - cum[s] + cost.heads_ms[k])
+            <= remaining_ms
+        ]  # fmt: skip
+        k = max(fits) if fits else min(past)
+        t0 = time.perf_counter()
+        res = run_segment(self.net, hidden, s, cost.exits[k], k, tau)
+        compute = time.perf_counter() - t0
+        answer = res.answers[0]
+        assert answer is not None  # run_segment always answers at exit k
+        return answer, compute, _sleep_extra(compute, cost.edge_slowdown)
+
+    def process(self, item: Item, arrival: float, seq: int) -> dict[str, Any]:
+        """Answer one input; never raises for a cloud problem (falls back instead)."""
+        cfg = self.config
+        start = time.monotonic()
+        deadline = start + cfg.deadline_ms / 1e3
+        lat = dict.fromkeys(LATENCY_KEYS, 0.0)
+        load = self.load.sample()
+        st = self.state
+        st.edge_load = load
+        st.feature = float(difficulty_feature(item.x)[0])
+        with self._est_lock:
+            st.set_measurements([(s.t, s.mbps) for s in self.estimator.samples()])
+            st.set_rtt(self.estimator.rtt_ms())
+            bw_est = self.estimator.mbps()
+        link_mbps = self.link.mbps_now(start) if self.link and self.link.trace else None
+        trace_s = self.link.trace_time(start) if self.link and self.link.trace else None
+
+        t0 = time.perf_counter()
+        s, e, ti = self.policy.decide(st, start)
+        tau = TAUS[ti]
+        lat["decide"] = (time.perf_counter() - t0) * 1e3
+
+        x = torch.from_numpy(item.x)
+        t0 = time.perf_counter()
+        res = run_segment(self.net, x, 0, s, e, tau)
+        compute = time.perf_counter() - t0
+        answer = res.answers[0]
+        lat["edge_compute"] = compute * 1e3
+        where, fallback_reason, nbytes, batch = "edge", None, 0, None
+        if answer is None:
+            assert res.hidden is not None
+            t0 = time.perf_counter()
+            enc = encode(res.hidden, cfg.codec)
+            enc_s = time.perf_counter() - t0
+            lat["encode"] = enc_s * 1e3
+            lat["slowdown_sleep"] = _sleep_extra(compute + enc_s, cfg.edge_slowdown) * 1e3
+            answer, where, fallback_reason, nbytes, batch = self._offload(
+                enc, res.hidden, s, e, tau, deadline, load, lat
+            )
+        else:
+            lat["slowdown_sleep"] = _sleep_extra(compute, cfg.edge_slowdown) * 1e3
+        end = time.monotonic()
+        lat["total"] = (end - start) * 1e3
+        in_deadline = end <= deadline
+        correct = None if item.label is None else answer.class_id == item.label
+        offloaded = where == "cloud"
+        st.record_answer(lat["total"], answer.confidence, answer.exit_index, where != "edge")
+        rec: dict[str, Any] = {
+            "schema": LOG_SCHEMA, "run": cfg.run, "seq": seq, "input": item.name,
+            "t_unix": time.time() - (end - start), "t_s": start - self._t0,
+            "wait_ms": max(0.0, (start - arrival) * 1e3), "policy": self.policy.name,
+            "action": {"split": s, "exit": e, "tau": tau, "codec": cfg.codec},
+            "where": where,
+            "answer": {
+                "class_id": answer.class_id, "confidence": round(answer.confidence, 5),
+                "exit_index": answer.exit_index, "exit_block": answer.exit_block,
+            },
+            "label": item.label, "level": item.level, "correct": correct,
+            "offloaded": offloaded, "fallback": fallback_reason is not None,
+            "fallback_reason": fallback_reason, "bytes": nbytes,
+            "deadline_ms": cfg.deadline_ms, "in_deadline": in_deadline,
+            "timely": None if correct is None else bool(correct and in_deadline),
+            "latency_ms": {k: round(v, 3) for k, v in lat.items()},
+            "edge_slowdown": cfg.edge_slowdown, "cpu_load": load,
+            "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
+            "rtt_estimate_ms": round(st.scenario.rtt_ms, 3),
+            "link_mbps": link_mbps, "trace_s": None if trace_s is None else round(trace_s, 3),
+            "cloud_batch": batch,
+        }  # fmt: skip
+        return rec
+
+    def _offload(
+        self,
+        enc: Any,
+        hidden: torch.Tensor,
+        s: int,
+        e: int,
+        tau: float,
+        deadline: float,
+        load: float,
+        lat: dict[str, float],
+    ) -> tuple[Answer, str, str | None, int, int | None]:
+        """Send to the cloud; on any failure answer locally. Returns (answer, where,
+        fallback reason, bytes sent, cloud batch size)."""
+        t_send = time.monotonic()
+        nbytes = int(enc.nbytes) + self._overhead  # the exact size comes with the reply
+        reason: str | None = None
+        try:
+            if self.link is not None:
+                up = self.link.send(nbytes, deadline)
+                lat["uplink"] = (up.queued_s + up.serialization_s + up.propagation_s) * 1e3
+            result = self.client.infer(enc, s, e, tau, self.config.codec, deadline=deadline)
+            if self.link is not None:
+                self.link.receive(deadline)
+        except WeightsMismatchError as exc:
+            log.error("%s", exc)
+            reason = "mismatch"
+        except (DeadlineExpired, LinkTimeout):
+            reason = "deadline"
+        except OffloadError as exc:
+            reason = "unavailable" if exc.code is grpc.StatusCode.UNAVAILABLE else "error"
+            log.debug("offload failed: %s", exc)
+        if reason in (None, "unavailable"):
+            self._note_cloud(reason is None)
+        if reason is None:
+            self._overhead = result.sent_bytes - int(enc.nbytes)
+            total_s = time.monotonic() - t_send
+            lat["network"] = max(total_s * 1e3 - result.server_ms, 0.0)
+            lat["cloud_queue"] = result.queue_ms
+            lat["cloud_decode"] = result.decode_ms
+            lat["cloud_compute"] = result.compute_ms
+            with self._est_lock:
+                self.estimator.observe(result.sent_bytes, max(total_s - result.server_ms / 1e3, 0))
+            answer = Answer(
+                result.class_id, result.confidence, result.exit_index, result.exit_block
+            )
+            return answer, "cloud", None, result.sent_bytes, result.batch_size
+        elapsed = time.monotonic() - t_send
+        lat["network"] = elapsed * 1e3
+        if reason == "deadline":
+            with self._est_lock:
+                self.estimator.observe_timeout(nbytes, elapsed)
+        answer, compute, extra = self._fallback(hidden, s, e, tau, deadline, load)
+        lat["fallback_compute"] = compute * 1e3
+        lat["slowdown_sleep"] += extra * 1e3
+        return answer, "fallback", reason, nbytes if reason == "deadline" else 0, None
+
+    # ------------------------------------------------------------------ probes
+
+    def _probe_once(self) -> None:
+        """A health ping (RTT) and a ~probe_bytes request (throughput) over the link."""
+        with self._est_lock:
+            self.estimator.mark_probe()
+        deadline_s = 1.0
+        try:
+            t0 = time.monotonic()
+            if self.link is not None:
+                self.link.send(64, t0 + deadline_s)
+            self.client.wait_ready(deadline_s)
+            if self.link is not None:
+                self.link.receive(t0 + deadline_s)
+            with self._est_lock:
+                self.estimator.observe(64, time.monotonic() - t0)
+            p = self._probe_split
+            shape = (1, *self.bundle.manifest.cut_points[p].shape)
+            enc = encode(np.zeros(shape, np.float32), "int8")
+            t0 = time.monotonic()
+            dl = t0 + deadline_s
+            if self.link is not None:
+                self.link.send(int(enc.nbytes) + self._overhead, dl)
+            last = len(self.cost.exits) - 1
+            r = self.client.infer(enc, p, last, 1.0, "int8", deadline=dl)
+            if self.link is not None:
+                self.link.receive(dl)
+            with self._est_lock:
+                self.estimator.observe(r.sent_bytes, time.monotonic() - t0 - r.server_ms / 1e3)
+            self.metrics.bytes_sent.inc(r.sent_bytes)
+            self.metrics.probes.labels("ok").inc()
+            self._note_cloud(True)
+        except (OffloadError, LinkTimeout) as exc:
+            if isinstance(exc, OffloadError) and exc.code in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ):
+                self._note_cloud(False)
+            self.metrics.probes.labels("failed").inc()
+            log.debug("probe failed: %s", exc)
+
+    def _probe_loop(self) -> None:
+        while not self.stop_event.wait(0.05):
+            if (
+                self._own_client
+                and self._cloud_down
+                and time.monotonic() - self._last_reconnect >= self.config.reconnect_every_s
+            ):
+                self._reconnect()
+            with self._est_lock:
+                due = self.estimator.should_probe()
+            if due:
+                self._probe_once()
+
+    # ------------------------------------------------------------------ the loop
+
+    def inputs(self) -> Iterator[Item]:
+        cfg = self.config
+        spec = cfg.source or default_source(self.bundle.manifest.dataset)
+        return open_source(spec, self.bundle.manifest.input_shape, rate=cfg.rate or 10.0)
+
+    def run(self, items: Iterator[Item] | None = None) -> RunSummary:
+        """Process inputs until the source ends, ``max_inputs``, or :attr:`stop_event`."""
+        cfg = self.config
+        items = items if items is not None else self.inputs()
+        log_file: IO[str] | None = None
+        if cfg.log is not None:
+            Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
+            log_file = open(cfg.log, "a", buffering=1)  # noqa: SIM115 - closed in finally
+        if cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.metrics_port)
+        prober = threading.Thread(target=self._probe_loop, name="edgeml-probe", daemon=True)
+        prober.start()
+        self._t0 = time.monotonic()
+        try:
+            for seq, (item, arrival) in enumerate(
+                paced(items, cfg.rate, self.stop_event, cfg.max_inputs)
+            ):
+                rec = self.process(item, arrival, seq)
+                self.summary.add(rec)
+                self.metrics.observe_input(rec)
+                if log_file is not None:
+                    log_file.write(json.dumps(rec) + "\n")
+        finally:
+            self.stop_event.set()
+            prober.join(timeout=5.0)
+            if log_file is not None:
+                log_file.flush()
+                log_file.close()
+            self.metrics.close()
+            if self._own_client:
+                for c in [*self._old_clients, self.client]:
+                    c.close()
+        return self.summary
+
+
+def run_edge(config: EdgeConfig) -> int:
+    """Run a daemon in the foreground (``edgeml edge``): SIGTERM/SIGINT stop it cleanly."""
+    daemon = EdgeDaemon(config)
+    daemon.check_cloud()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: finishing the input in flight", signal.Signals(signum).name)
+        daemon.stop_event.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = daemon.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(summary.report(), flush=True)
+    return 0
+
+
+def config_dict(config: EdgeConfig) -> dict[str, Any]:
+    d = asdict(config)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

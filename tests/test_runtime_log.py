@@ -1,0 +1,137 @@
+"""The edge daemon's JSONL log: schema of every line, for edge, cloud and fallback answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from runtime_helpers import free_port
+
+from edgeml.bundle import Bundle
+from edgeml.runtime.edge import FALLBACK_REASONS, LATENCY_KEYS, LOG_SCHEMA, EdgeConfig, EdgeDaemon
+from edgeml.transport.server import OffloadServer, ServerConfig
+
+NUM = (int, float)
+FIELDS: dict[str, tuple[type, ...]] = {
+    "schema": (str,), "run": (str,), "seq": (int,), "input": (str,), "t_unix": NUM,
+    "t_s": NUM, "wait_ms": NUM, "policy": (str,), "action": (dict,), "where": (str,),
+    "answer": (dict,), "label": (int, type(None)), "level": (int, type(None)),
+    "correct": (bool, type(None)), "offloaded": (bool,), "fallback": (bool,),
+    "fallback_reason": (str, type(None)), "bytes": (int,), "deadline_ms": NUM,
+    "in_deadline": (bool,), "timely": (bool, type(None)), "latency_ms": (dict,),
+    "edge_slowdown": NUM, "cpu_load": NUM, "bw_estimate_mbps": (*NUM, type(None)),
+    "rtt_estimate_ms": NUM, "link_mbps": (*NUM, type(None)), "trace_s": (*NUM, type(None)),
+    "cloud_batch": (int, type(None)),
+}  # fmt: skip
+
+
+def check_record(r: dict, n_splits: int, n_exits: int) -> None:
+    assert set(r) == set(FIELDS), set(r) ^ set(FIELDS)
+    for key, types in FIELDS.items():
+        assert isinstance(r[key], types), (key, r[key])
+    assert r["schema"] == LOG_SCHEMA
+    a = r["action"]
+    assert set(a) == {"split", "exit", "tau", "codec"}
+    assert 0 <= a["split"] < n_splits and 0 <= a["exit"] < n_exits and 0 < a["tau"] <= 1
+    ans = r["answer"]
+    assert set(ans) == {"class_id", "confidence", "exit_index", "exit_block"}
+    assert 0 <= ans["confidence"] <= 1 and 0 <= ans["exit_index"] < n_exits
+    assert set(r["latency_ms"]) == set(LATENCY_KEYS)
+    assert all(v >= 0 for v in r["latency_ms"].values())
+    lat = r["latency_ms"]
+    parts = sum(v for k, v in lat.items() if k not in ("total", "uplink"))
+    assert parts <= lat["total"] * 1.02 + 0.5  # stages never exceed the end-to-end time
+    assert lat["uplink"] <= lat["network"] + 0.5
+    assert r["where"] in ("edge", "cloud", "fallback")
+    assert r["offloaded"] == (r["where"] == "cloud")
+    assert r["fallback"] == (r["where"] == "fallback") == (r["fallback_reason"] is not None)
+    if r["fallback"]:
+        assert r["fallback_reason"] in FALLBACK_REASONS
+    if r["where"] == "edge":
+        assert r["bytes"] == 0 and ans["exit_block"] <= a["split"]
+    if r["where"] == "cloud":
+        assert r["bytes"] > 0 and r["cloud_batch"] >= 1
+    assert (
+        r["in_deadline"] == (lat["total"] <= r["deadline_ms"] + 1e-6)
+        or abs(lat["total"] - r["deadline_ms"]) < 1.0
+    )
+    if r["label"] is not None:
+        assert r["correct"] == (ans["class_id"] == r["label"])
+        assert r["timely"] == (r["correct"] and r["in_deadline"])
+
+
+def _trace(tmp_path: Path) -> Path:
+    p = tmp_path / "fam_1.csv"
+    mbps = [5.0, 0.05, 20.0, 0.0, 1.0]  # a slow second and an outage force deadline misses
+    p.write_text("time_s,mbps\n" + "".join(f"{i},{v}\n" for i, v in enumerate(mbps)))
+    return p
+
+
+@pytest.fixture(scope="module")
+def server(profiled_bundle: Bundle):
+    srv = OffloadServer(ServerConfig(bundle=profiled_bundle.path, port=0), profiled_bundle).start()
+    yield srv
+    srv.stop(0)
+
+
+def test_log_schema_edge_cloud_and_fallback(profiled_bundle: Bundle, server, tmp_path) -> None:
+    log = tmp_path / "edge.jsonl"
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}", policy="random",
+        log=log, max_inputs=60, rate=40.0, edge_slowdown=2.0, link_trace=_trace(tmp_path),
+        link_rtt_ms=10.0, metrics_port=0, run="schema",
+    )  # fmt: skip
+    daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+    assert daemon.check_cloud()
+    scraped = None
+
+    def scrape(*_: object) -> None:  # the /metrics endpoint, while the daemon runs
+        nonlocal scraped
+        url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+        scraped = urllib.request.urlopen(url, timeout=5).read()
+
+    threading.Timer(0.8, scrape).start()
+    summary = daemon.run()
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(recs) == summary.inputs == 60
+    assert [r["seq"] for r in recs] == list(range(60))
+    n_splits, n_exits = profiled_bundle.manifest.blocks + 1, len(profiled_bundle.manifest.exits)
+    for r in recs:
+        check_record(r, n_splits, n_exits)
+        assert r["run"] == "schema" and r["edge_slowdown"] == 2.0
+        assert r["link_mbps"] is not None and r["trace_s"] is not None
+    wheres = {r["where"] for r in recs}
+    assert {"edge", "cloud"} <= wheres, wheres
+    assert any(r["latency_ms"]["slowdown_sleep"] > 0 for r in recs)
+    cloud = [r for r in recs if r["where"] == "cloud"]
+    assert all(r["latency_ms"]["uplink"] >= 5.0 for r in cloud)  # half the 10 ms RTT at least
+    assert summary.as_dict()["inputs"] == 60 and 0 <= summary.as_dict()["deadline_hit_rate"] <= 1
+    assert scraped is not None and b"edgeml_edge_inputs_total" in scraped
+
+
+def test_log_schema_when_the_cloud_is_unreachable(profiled_bundle: Bundle, tmp_path) -> None:
+    log = tmp_path / "edge.jsonl"
+    last = len(profiled_bundle.manifest.exits) - 1
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{free_port()}", policy=f"fixed:0,{last},1.0",
+        log=log, max_inputs=15, rate=50.0, edge_slowdown=1.0, metrics_port=0,
+    )  # fmt: skip
+    daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+    assert not daemon.check_cloud(timeout_s=0.5)
+    daemon.run()
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(recs) == 15
+    n_splits, n_exits = profiled_bundle.manifest.blocks + 1, len(profiled_bundle.manifest.exits)
+    for r in recs:
+        check_record(r, n_splits, n_exits)
+        assert r["where"] == "fallback" and r["fallback_reason"] == "unavailable"
+        assert r["in_deadline"], "a refused connection leaves time for the deepest exit"
+        assert r["answer"]["exit_index"] == last
+    text = generate_latest(daemon.metrics.registry)
+    assert b'edgeml_edge_inputs_total{where="fallback"} 15.0' in text
+    assert b'edgeml_edge_fallbacks_total{reason="unavailable"} 15.0' in text
+    assert b"edgeml_edge_slowdown_factor 1.0" in text
