@@ -215,7 +215,10 @@ _requests = st.builds(
     ),
     scale=st.lists(_floats, max_size=40),
     zero_point=st.lists(st.integers(-(2**31), 2**31 - 1), max_size=40),
-    data=st.one_of(st.binary(max_size=4096), st.integers(0, 30_000).map(lambda n: b"\0" * n)),
+    data=st.one_of(
+        st.binary(max_size=4096),
+        st.sampled_from([0, 25_088, 30_000, CAP + 1]).map(lambda n: b"\0" * n),
+    ),
     deadline=st.one_of(st.none(), _floats),
     hash_ok=st.booleans(),
 )

@@ -35,6 +35,7 @@ from edgeml.transport.client import (
     OffloadError,
     WeightsMismatchError,
     grpc_target,
+    service_config,
 )
 from edgeml.transport.server import SERVICE_NAME, OffloadServer
 
@@ -343,3 +344,17 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(tiny_bundle):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_service_config_retries_only_unavailable_and_balances_round_robin():
+    cfg = json.loads(service_config(3))
+    assert cfg["loadBalancingConfig"] == [{"round_robin": {}}]
+    (method,) = cfg["methodConfig"]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert method["retryPolicy"]["maxAttempts"] == 3
+    assert "retryPolicy" not in json.loads(service_config(1))["methodConfig"][0]
+    with pytest.raises(ValueError, match="max_attempts"):
+        ClientConfig(max_attempts=9)
+    with pytest.raises(ValueError, match="mixes IPv4 and IPv6"):
+        grpc_target("127.0.0.1:1,[::1]:2")
+    assert grpc_target("localhost:50051") == "localhost:50051"  # one target: gRPC's resolver
