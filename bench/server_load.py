@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=int, default=None, help="split (default: blocks // 2)")
     p.add_argument("--codec", default="raw", help="tensor codec of the requests")
     p.add_argument("--max-batch", type=int, default=16, help="batching-on max batch")
-    p.add_argument("--max-wait-us", type=int, default=2000, help="batching-on max wait")
+    p.add_argument("--max-wait-us", type=int, default=1000, help="batching-on max wait")
     p.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per cell")
     p.add_argument("--warmup-s", type=float, default=1.5, help="unmeasured seconds per cell")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
