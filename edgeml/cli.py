@@ -59,6 +59,30 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_build)
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from edgeml.bundle import Bundle
+    from edgeml.partition.profiler import format_profile, profile_bundle
+
+    bundle = Bundle.load(args.bundle, need_calibration=False)
+    profile = profile_bundle(
+        bundle, repeats=args.repeats, edge_slowdown=args.edge_slowdown, threads=args.threads
+    )
+    print(format_profile(profile))
+    print(f"profile written to {bundle.path / 'profile.json'} ({profile['elapsed_s']} s)")
+    return 0
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure block, head and codec costs -> profile.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bundle", help="bundle directory (profile.json is written into it)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per entry (median kept)")
+    p.add_argument("--edge-slowdown", type=float, default=12.0,
+                   help="how much slower the edge is than this machine")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while measuring")
+    p.set_defaults(func=_cmd_profile)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeml.transport.auth import load_tokens
     from edgeml.transport.server import OffloadServer, ServerConfig, serve
@@ -132,7 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeml {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_serve, _add_edge):
+    for add in (_add_build, _add_profile, _add_serve, _add_edge):
         add(sub)
     return parser
 
