@@ -83,6 +83,92 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_profile)
 
 
+def _cmd_train_agent(args: argparse.Namespace) -> int:
+    from edgeml.rl_agent.env import Scenario
+    from edgeml.rl_agent.traces import load_traces
+    from edgeml.rl_agent.train import TrainConfig, train_agent
+
+    cfg = TrainConfig(timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed,
+                      threads=args.threads, progress=not args.no_progress,
+                      tensorboard=args.tensorboard)  # fmt: skip
+    traces = load_traces(args.traces, split=args.split)
+    scenario = Scenario(bundle=args.bundle, traces=args.traces, trace_split=args.split,
+                        codec=args.codec, deadline_ms=args.deadline_ms)  # fmt: skip
+    res = train_agent(args.bundle, traces, args.out, cfg, scenario)
+    print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
+    return 0
+
+
+def _add_train_agent(sub: argparse._SubParsersAction) -> None:
+    from edgeml.rl_agent.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train-agent", help="train the PPO agent in the simulator -> policy .zip",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bundle", help="bundle directory (with profile.json)")
+    p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
+    p.add_argument("--split", choices=("train", "test", "all"), default="train",
+                   help="which files of each trace family to train on")
+    p.add_argument("--out", required=True, help="policy .zip (the numpy actor goes next to it)")
+    p.add_argument("--timesteps", type=int, default=d.timesteps)
+    p.add_argument("--n-envs", type=int, default=d.n_envs, help="vectorised environments")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--codec", default="int8", help="tensor codec on the link")
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--tensorboard", default=None, help="TensorBoard dir (None: next to OUT)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_agent)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from edgeml.bundle import Bundle
+    from edgeml.rl_agent import evaluate as ev
+    from edgeml.rl_agent.env import Scenario
+    from edgeml.rl_agent.traces import load_traces
+
+    bundle = Bundle.load(args.bundle)
+    policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
+    traces = load_traces(args.traces, split=args.split)
+    scenario = Scenario(bundle=args.bundle, traces=args.traces, trace_split=args.split,
+                        codec=args.codec, deadline_ms=args.deadline_ms)  # fmt: skip
+    cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
+    result, records = ev.evaluate(policies, scenario, traces, cfg, bundle=bundle,
+                                  progress=not args.no_progress)  # fmt: skip
+    print(ev.format_table(result))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    if args.plot:
+        from edgeml.rl_agent.plot import plot_evaluation
+
+        plot_evaluation(result, records, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="simulate: policy vs baselines vs oracle -> JSON, PNG",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bundle", help="bundle directory (with profile.json)")
+    p.add_argument("--policy", default=None, help="policy .zip or exported actor .npz")
+    p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
+    p.add_argument("--split", choices=("train", "test", "all"), default="test",
+                   help="which files of each trace family to evaluate on")
+    p.add_argument("--json", default=None, help="write the results JSON here")
+    p.add_argument("--plot", default=None, help="write the PNG here")
+    p.add_argument("--segments", type=int, default=4, help="episodes per trace file")
+    p.add_argument("--steps", type=int, default=600, help="inputs per episode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec", default="int8", help="tensor codec on the link")
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeml.transport.auth import load_tokens
     from edgeml.transport.server import OffloadServer, ServerConfig, serve
@@ -151,12 +237,33 @@ def _add_edge(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_edge)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_demo_args, cmd_demo
+
+    p = sub.add_parser("demo", help="cloud + edge on loopback over a real trace, vs baselines",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_demo_args(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_emulate(sub: argparse._SubParsersAction) -> None:
+    from edgeml.runtime.commands import add_emulate_args, cmd_emulate
+
+    p = sub.add_parser("emulate", help="root: cloud and edge in network namespaces, tc-shaped",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_emulate_args(p)
+    p.set_defaults(func=cmd_emulate)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgeml {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_profile, _add_serve, _add_edge):
+    for add in (
+        _add_build, _add_profile, _add_train_agent, _add_evaluate, _add_serve,
+        _add_edge, _add_demo, _add_emulate,
+    ):  # fmt: skip
         add(sub)
     return parser
 
