@@ -615,16 +615,27 @@ class EdgeDaemon:
 
 
 def run_edge(config: EdgeConfig) -> int:
-    """Run a daemon in the foreground (``edgeml edge``): SIGTERM/SIGINT stop it cleanly."""
-    daemon = EdgeDaemon(config)
-    daemon.check_cloud()
+    """Run a daemon in the foreground (``edgeml edge``): SIGTERM/SIGINT stop it cleanly.
+
+    Prints one line when it starts taking inputs (``edgeml edge: running ...``) and the run's
+    report when it stops.
+    """
+    stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: finishing the input in flight", signal.Signals(signum).name)
-        daemon.stop_event.set()
+        stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        daemon = EdgeDaemon(config)
+        daemon.stop_event = stop  # a signal during start-up ends the run before the first input
+        daemon.check_cloud()
+        print(
+            f"edgeml edge: running policy {daemon.policy.name} against {config.cloud}, "
+            f"edge slowdown x{config.edge_slowdown:g}",
+            flush=True,
+        )
         summary = daemon.run()
     finally:
         for sig, handler in previous.items():

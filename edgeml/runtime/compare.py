@@ -1,0 +1,189 @@
+"""Measured runs against the simulator: per-input predictions, run summaries, a plot.
+
+For every logged input the simulator's prediction is the cost model's latency of the very
+action the edge took (:class:`~edgeml.partition.cost.CostModel`, the one the env uses), at
+the CPU load the edge saw, with the link time integrated over the bandwidth trace from the
+moment the tensor would leave (as :meth:`edgeml.rl_agent.env.EdgeCloudEnv.step` does) plus
+the base RTT. The stop exit is the one the run actually took.
+
+One rule differs from the env on purpose, because the runtime differs: the env waits up to
+``timeout_ms`` for a slow offload, the daemon gives up at the input's deadline and answers
+locally. So when the simulated offload ends past the deadline, the prediction is the
+deadline plus the local fallback's cost (the shallowest exit past the split), which is
+what the daemon does. Inputs that fell back because the cloud was unreachable or failed
+have no prediction (the simulator has no such event).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeml.partition.cost import CostModel
+from edgeml.rl_agent.traces import Trace
+
+__all__ = ["predict_latency_ms", "summarize", "format_table", "plot_runs"]
+
+
+def _local_fallback_ms(cost: CostModel, s: int, load: float) -> float:
+    """Edge cost of finishing locally from split ``s`` at the shallowest exit past it."""
+    k = next(k for k, b in enumerate(cost.exits) if b > s)
+    cum = float(np.sum(cost.blocks_ms[s : cost.exits[k]]))
+    return cost.edge_slowdown * (1.0 + load) * (cum + float(cost.heads_ms[k]))
+
+
+def predict_latency_ms(
+    rec: Mapping[str, Any], cost: CostModel, trace: Trace, trace_s: float, rtt_ms: float
+) -> float | None:
+    """The simulator's latency for one logged input (None where it has no counterpart)."""
+    a = rec["action"]
+    s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
+    one = tau >= 1.0
+    load = float(rec["cpu_load"])
+    where = rec["where"]
+    if where == "fallback" and rec["fallback_reason"] != "deadline":
+        return None
+    j = int(rec["answer"]["exit_index"]) if where != "fallback" else e
+    if where == "fallback" and not one:
+        j = e  # the cloud's stop exit is unknown; the deepest is the conservative guess
+    b = cost.breakdown(s, e, j, one, a["codec"], edge_load=load)
+    if not b.offloaded:
+        return b.edge_ms
+    pre = b.edge_ms + b.encode_ms
+    d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
+    latency = pre + d * 1e3 + rtt_ms + b.decode_ms + b.cloud_ms
+    deadline = float(rec["deadline_ms"])
+    if latency > deadline:  # the daemon stops waiting at the deadline and answers locally
+        return deadline + _local_fallback_ms(cost, s, load)
+    return latency
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]], predicted: Sequence[float | None] | None = None
+) -> dict[str, Any]:
+    """Headline numbers of one run (and its prediction, when given)."""
+    n = len(records)
+    lat = [float(r["latency_ms"]["total"]) for r in records]
+    labelled = [r for r in records if r["correct"] is not None]
+    out: dict[str, Any] = {
+        "inputs": n,
+        "timely_accuracy": (
+            sum(bool(r["timely"]) for r in labelled) / len(labelled) if labelled else None
+        ),
+        "accuracy": sum(bool(r["correct"]) for r in labelled) / len(labelled) if labelled else None,
+        "deadline_hit_rate": sum(bool(r["in_deadline"]) for r in records) / n if n else None,
+        "latency_ms_mean": statistics.fmean(lat) if lat else None,
+        "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
+        "bytes_mean": sum(int(r["bytes"]) for r in records) / n if n else None,
+        "offload_rate": sum(bool(r["offloaded"]) for r in records) / n if n else None,
+        "fallbacks": sum(bool(r["fallback"]) for r in records),
+        "edge_slowdown": records[0]["edge_slowdown"] if records else None,
+    }
+    if predicted is not None:
+        pairs = [
+            (m, p)
+            for m, p in zip(lat, predicted, strict=True)
+            if p is not None and math.isfinite(p)
+        ]
+        if pairs:
+            meas = statistics.fmean(m for m, _ in pairs)
+            pred = statistics.fmean(p for _, p in pairs)
+            out.update(
+                predicted_inputs=len(pairs),
+                measured_latency_ms_mean=meas,
+                predicted_latency_ms_mean=pred,
+                measured_over_predicted=meas / pred if pred > 0 else None,
+            )
+    return out
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
+    """A plain-text table, one row per policy."""
+    has_pred = any("predicted_latency_ms_mean" in r for r in results.values())
+    head = (
+        f"{'policy':<14} {'timely acc':>10} {'accuracy':>8} {'mean ms':>8} {'p95 ms':>8} "
+        f"{'bytes/in':>9} {'offload':>7} {'fallbk':>6}"
+    )
+    if has_pred:
+        head += f" {'sim ms':>7} {'meas/sim':>8}"
+    lines = [title, head] if title else [head]
+
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "n/a"
+
+    for name, r in results.items():
+        row = (
+            f"{name:<14} {num(r['timely_accuracy'], '10.3f')} {num(r['accuracy'], '8.3f')} "
+            f"{num(r['latency_ms_mean'], '8.1f')} {num(r['latency_ms_p95'], '8.1f')} "
+            f"{num(r['bytes_mean'], '9.0f')} {num(r['offload_rate'], '7.0%')} "
+            f"{r['fallbacks']:>6}"
+        )
+        if has_pred:
+            row += (
+                f" {num(r.get('predicted_latency_ms_mean'), '7.1f')}"
+                f" {num(r.get('measured_over_predicted'), '8.2f')}"
+            )
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_runs(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    trace: Trace,
+    offset_s: float,
+    out: str | Path,
+    deadline_ms: float,
+    title: str = "",
+    trace_times: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """Latency and decisions over time per policy, with the bandwidth trace beneath.
+
+    ``trace_times`` gives each record's trace position (default: its ``trace_s`` field).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(runs)
+    fig, axes = plt.subplots(
+        len(names) + 1, 1, figsize=(11, 1.9 * (len(names) + 1)), sharex=True, squeeze=False
+    )
+    t_max = 0.0
+    for ax, name in zip(axes[:-1, 0], names, strict=True):
+        recs = runs[name]
+        ts = list(trace_times[name]) if trace_times else [r["trace_s"] for r in recs]
+        t = np.asarray(ts, dtype=float) - offset_s
+        t_max = max(t_max, float(t.max()) if len(t) else 0.0)
+        lat = np.array([r["latency_ms"]["total"] for r in recs])
+        colours = {"edge": "tab:green", "cloud": "tab:blue", "fallback": "tab:red"}
+        for where, c in colours.items():
+            m = np.array([r["where"] == where for r in recs])
+            if m.any():
+                ax.scatter(t[m], lat[m], s=5, c=c, label=where)
+        ax.axhline(deadline_ms, color="k", lw=0.8, ls="--")
+        ax.set_ylabel(f"{name}\nlatency ms", fontsize=8)
+        ax.set_ylim(0, max(3 * deadline_ms, 1.0))
+        ax2 = ax.twinx()
+        ax2.step(t, [r["action"]["split"] for r in recs], where="post", color="tab:orange", lw=0.8)
+        ax2.step(t, [r["action"]["exit"] for r in recs], where="post", color="tab:purple", lw=0.8)
+        ax2.set_ylabel("split (orange)\nexit (purple)", fontsize=7)
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
+    ax = axes[-1, 0]
+    secs = np.arange(0, math.ceil(t_max) + 1)
+    ax.step(secs, [trace.mbps_at(offset_s + s) for s in secs], where="post", color="k")
+    ax.set_ylabel("bandwidth\nMbps", fontsize=8)
+    ax.set_xlabel(f"time (s) in {trace.name} from {offset_s:g} s")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,372 @@
+"""``edgeml emulate``: the edge and the cloud in two network namespaces, a kernel-shaped link.
+
+Layout (needs root and iproute2)::
+
+    netns eml-c-<pid>                          netns eml-e-<pid>
+    edgeml serve  10.77.0.1  <--- veth --->  10.77.0.2  edgeml edge
+                                              egress: tc tbf, rate set every second
+                                              from the trace (the uplink)
+
+The uplink is shaped by ``tc qdisc ... tbf`` on the edge's end of the veth pair; a thread
+changes its rate once per second to follow the trace (a 0 Mbps second becomes the smallest
+rate tbf takes, 8 kbit/s: an outage). This kernel has no ``netem``, so the base RTT is added
+in user space by the edge (half before a request leaves, half after the reply,
+``--link-rtt-ms``). Replies are a few bytes; the downlink is not shaped.
+
+For every trace, PPO and each baseline run in turn on the same input stream (same seed),
+each starting at the same trace offset (the shaper restarts when the edge prints that it
+runs). Each input's measured latency is set against the simulator's prediction for the
+same action at the same trace time (:mod:`.compare`); the table, a JSON and a PNG per trace
+are written to ``--out``.
+
+Namespaces and qdiscs are removed on every exit path: ``try/finally``, SIGINT/SIGTERM
+handlers that unwind through it, and a sweep of namespaces left by dead earlier runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EmulateConfig", "EmulationError", "Netns", "run_emulate"]
+
+PREFIX = "eml-"
+CLOUD_IP, EDGE_IP = "10.77.0.1", "10.77.0.2"
+MIN_RATE_KBIT = 8  # tbf needs a positive rate: an outage becomes 1 kB/s
+LIMIT_BYTES = 4_000_000  # queue: large enough that tbf delays rather than drops
+START_TIMEOUT_S = 120.0
+
+
+class EmulationError(RuntimeError):
+    """The sandbox does not allow part of the emulation; the message has the exact error."""
+
+
+def _run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(list(cmd), capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise EmulationError(f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+def tbf_args(mbps: float) -> list[str]:
+    """``tc`` arguments of a tbf at ``mbps``: a burst of ~1 ms (at least one packet)."""
+    kbit = max(int(round(mbps * 1000)), MIN_RATE_KBIT)
+    burst = max(1600, int(kbit * 1000 / 8 * 0.001))
+    return ["tbf", "rate", f"{kbit}kbit", "burst", str(burst), "limit", str(LIMIT_BYTES)]
+
+
+class Netns:
+    """Two namespaces joined by a veth pair, with a tbf on the edge's egress."""
+
+    def __init__(self, tag: str | None = None) -> None:
+        tag = tag or str(os.getpid())
+        self.cloud, self.edge = f"{PREFIX}c-{tag}", f"{PREFIX}e-{tag}"
+        short = tag[-8:]
+        self.cloud_if, self.edge_if = f"emc{short}", f"eme{short}"
+        self._created: list[str] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        if os.geteuid() != 0:
+            raise EmulationError("edgeml emulate needs root (network namespaces and tc)")
+        for tool in ("ip", "tc"):
+            if shutil.which(tool) is None:
+                raise EmulationError(f"`{tool}` not found: apt-get install -y iproute2")
+        sweep_stale()
+        for ns in (self.cloud, self.edge):
+            _run(["ip", "netns", "add", ns])
+            self._created.append(ns)
+        _run(["ip", "link", "add", self.cloud_if, "type", "veth", "peer", "name", self.edge_if])
+        _run(["ip", "link", "set", self.cloud_if, "netns", self.cloud])
+        _run(["ip", "link", "set", self.edge_if, "netns", self.edge])
+        for ns, dev, ip in (
+            (self.cloud, self.cloud_if, CLOUD_IP),
+            (self.edge, self.edge_if, EDGE_IP),
+        ):
+            _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        # A request after an idle gap must not restart TCP slow start (the trace sets the rate).
+        res = _run(
+            ["ip", "netns", "exec", self.edge, "sysctl", "-w",
+             "net.ipv4.tcp_slow_start_after_idle=0"], check=False,
+        )  # fmt: skip
+        if res.returncode != 0:
+            log.warning("could not disable slow start after idle: %s", res.stderr.strip())
+        _run(["ip", "netns", "exec", self.edge, "tc", "qdisc", "add", "dev", self.edge_if,
+              "root", *tbf_args(1000.0)])  # fmt: skip
+
+    def set_rate(self, mbps: float) -> None:
+        with self._lock:
+            _run(["ip", "netns", "exec", self.edge, "tc", "qdisc", "change", "dev", self.edge_if,
+                  "root", *tbf_args(mbps)])  # fmt: skip
+
+    def exec_cmd(self, ns: str, cmd: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", ns, *cmd]
+
+    def down(self) -> None:
+        """Delete the namespaces (which removes the veth pair and its qdisc). Idempotent."""
+        for ns in self._created:
+            _run(["ip", "netns", "del", ns], check=False)
+        self._created.clear()
+
+
+def sweep_stale() -> None:
+    """Remove ``eml-*`` namespaces whose creating process is gone (a killed earlier run)."""
+    res = _run(["ip", "netns", "list"], check=False)
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        m = re.fullmatch(rf"{PREFIX}[ce]-(\d+)", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            log.info("removing stale namespace %s", name)
+            _run(["ip", "netns", "del", name], check=False)
+
+
+class Shaper:
+    """Follows a trace: sets the tbf rate at every whole second after :meth:`start`."""
+
+    def __init__(self, net: Netns, trace: Any, offset_s: float) -> None:
+        self.net, self.trace, self.offset_s = net, trace, offset_s
+        self.t0: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def start(self) -> float:
+        self.net.set_rate(self.trace.mbps_at(self.offset_s))
+        self.t0 = time.time()
+        self._thread = threading.Thread(target=self._loop, name="edgeml-shaper", daemon=True)
+        self._thread.start()
+        return self.t0
+
+    def _loop(self) -> None:
+        assert self.t0 is not None
+        k = 1
+        while not self._stop.wait(max(0.0, self.t0 + k - time.time())):
+            try:
+                self.net.set_rate(self.trace.mbps_at(self.offset_s + k))
+            except EmulationError as exc:
+                self.errors += 1
+                log.warning("shaper: %s", exc)
+            k += 1
+
+    def trace_s(self, t_unix: float) -> float:
+        assert self.t0 is not None
+        return self.offset_s + max(0.0, t_unix - self.t0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+@dataclass
+class EmulateConfig:
+    """Everything ``edgeml emulate`` can set (defaults: the CLI's)."""
+
+    traces: tuple[str, ...]
+    bundle: str | None = None
+    policy: str | None = None
+    baselines: tuple[str, ...] = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
+    inputs: int = 300
+    offset_s: float = 0.0
+    rate: float = 10.0
+    deadline_ms: float = 100.0
+    edge_slowdown: float = 12.0
+    rtt_ms: float = 40.0
+    codec: str = "int8"
+    out: str = "emulate-out"
+    seed: int = 0
+    port: int = 50051
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _wait_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> list[str]:
+    """Read ``proc``'s output until a line holds ``needle``; the rest is drained in a thread."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if needle in line:
+                found.set()
+        found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(timeout_s) or not any(needle in ln for ln in lines):
+        raise EmulationError(f"no {needle!r} from `{' '.join(proc.args)}`:\n{''.join(lines)}")
+    return lines
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_emulate(cfg: EmulateConfig) -> int:
+    """Set up, run every policy on every trace, report, and always clean up."""
+    from edgeml.assets import default_bundle
+    from edgeml.bundle import Bundle
+    from edgeml.partition.cost import CostModel
+    from edgeml.rl_agent.traces import load_trace
+    from edgeml.runtime.compare import format_table, plot_runs, predict_latency_ms, summarize
+    from edgeml.runtime.demo import _ensure_profile, resolve_policy
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle_dir = Path(cfg.bundle) if cfg.bundle else default_bundle()
+    if not (bundle_dir / "manifest.json").is_file():
+        raise ValueError(f"bundle: {bundle_dir} has no manifest.json; pass --bundle")
+    bundle = Bundle.load(_ensure_profile(bundle_dir, out))
+    from edgeml.runtime.demo import DemoConfig
+
+    dcfg = DemoConfig(
+        codec=cfg.codec, edge_slowdown=cfg.edge_slowdown, rtt_ms=cfg.rtt_ms,
+        deadline_ms=cfg.deadline_ms, rate=cfg.rate,
+    )  # fmt: skip
+    policy, origin = resolve_policy(cfg.policy, bundle, out, dcfg)
+    traces = [(Path(t), load_trace(t)) for t in cfg.traces]
+    cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
+    source = "scenes" if bundle.manifest.dataset == "scenes" else "fashion-mnist"
+
+    net = Netns()
+    procs: list[subprocess.Popen[str]] = []
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    report: dict[str, Any] = {
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "bundle": str(bundle.path), "policy": policy, "policy_origin": origin, "traces": {},
+    }  # fmt: skip
+    py = sys.executable
+    try:
+        net.up()
+        print(
+            f"edgeml emulate: namespaces {net.cloud} (cloud {CLOUD_IP}) and {net.edge} "
+            f"(edge {EDGE_IP}), tbf on {net.edge_if}; RTT {cfg.rtt_ms:g} ms in user space; "
+            f"policy {policy} ({origin}); edge slowdown x{cfg.edge_slowdown:g}",
+            flush=True,
+        )
+        server = subprocess.Popen(
+            net.exec_cmd(net.cloud, [py, "-m", "edgeml.cli", "serve", str(bundle.path),
+                                     "--host", CLOUD_IP, "--port", str(cfg.port)]),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env(),
+        )  # fmt: skip
+        procs.append(server)
+        _wait_line(server, "listening", START_TIMEOUT_S)
+        for trace_path, trace in traces:
+            runs: dict[str, list[dict[str, Any]]] = {}
+            times: dict[str, list[float]] = {}
+            results: dict[str, dict[str, Any]] = {}
+            tdir = out / trace_path.stem
+            tdir.mkdir(parents=True, exist_ok=True)
+            for name in ("ppo", *cfg.baselines):
+                recs, tts = _run_policy(
+                    cfg, net, bundle.path, policy if name == "ppo" else name, name, source,
+                    trace, tdir / f"{name}.jsonl", procs,
+                )  # fmt: skip
+                runs[name], times[name] = recs, tts
+                pred = [
+                    predict_latency_ms(r, cost, trace, ts, cfg.rtt_ms)
+                    for r, ts in zip(recs, tts, strict=True)
+                ]
+                results[name] = summarize(recs, pred)
+                r = results[name]
+                sim = r.get("predicted_latency_ms_mean") or 0.0
+                print(
+                    f"  {trace_path.name} {name}: timely acc {r['timely_accuracy']}, "
+                    f"mean {r['latency_ms_mean']:.1f} ms (sim {sim:.1f})",
+                    flush=True,
+                )
+            print(format_table(results, f"edgeml emulate: {trace_path.name} (kernel tbf, "
+                                        f"edge x{cfg.edge_slowdown:g})"), flush=True)  # fmt: skip
+            plot_runs(
+                runs, trace, cfg.offset_s, tdir / "emulate.png", cfg.deadline_ms,
+                title=f"edgeml emulate on {trace_path.name} (tc tbf, RTT {cfg.rtt_ms:g} ms "
+                f"user space, edge x{cfg.edge_slowdown:g})", trace_times=times,
+            )  # fmt: skip
+            report["traces"][trace_path.name] = results
+            (out / "emulate.json").write_text(json.dumps(report, indent=2) + "\n")
+    except _Interrupted as exc:
+        print(f"edgeml emulate: interrupted ({exc}); cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        net.down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"wrote {out / 'emulate.json'} and per-trace logs and PNGs under {out}/")
+    return 0
+
+
+def _run_policy(
+    cfg: EmulateConfig,
+    net: Netns,
+    bundle: Path,
+    policy: str,
+    name: str,
+    source: str,
+    trace: Any,
+    log_path: Path,
+    procs: list[subprocess.Popen[str]],
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """One edge run in the edge namespace; returns its records and their trace times."""
+    log_path.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "edgeml.cli", "edge", str(bundle),
+        "--cloud", f"{CLOUD_IP}:{cfg.port}", "--policy", policy, "--source", f"{source}:{cfg.seed}",
+        "--rate", str(cfg.rate), "--deadline-ms", str(cfg.deadline_ms),
+        "--edge-slowdown", str(cfg.edge_slowdown), "--codec", cfg.codec,
+        "--max-inputs", str(cfg.inputs), "--rtt-ms", str(cfg.rtt_ms),
+        "--link-rtt-ms", str(cfg.rtt_ms), "--log", str(log_path), "--run", name,
+        "--seed", str(cfg.seed),
+    ]  # fmt: skip
+    shaper = Shaper(net, trace, cfg.offset_s)
+    net.set_rate(trace.mbps_at(cfg.offset_s))
+    edge = subprocess.Popen(
+        net.exec_cmd(net.edge, cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_child_env(),
+    )  # fmt: skip
+    procs.append(edge)
+    try:
+        lines = _wait_line(edge, "edgeml edge: running", START_TIMEOUT_S)
+        shaper.start()
+        edge.wait()
+    finally:
+        shaper.stop()
+    if edge.returncode != 0:
+        raise EmulationError(f"edge ({name}) exited {edge.returncode}:\n{''.join(lines)}")
+    recs = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return recs, [shaper.trace_s(r["t_unix"]) for r in recs]

@@ -1,0 +1,114 @@
+"""``edgeml demo`` and ``edgeml emulate`` end to end, kept small (a few inputs per policy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeml.bundle import Bundle
+from edgeml.runtime.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+def _trace(tmp_path: Path) -> Path:
+    p = tmp_path / "fam_1.csv"
+    mbps = [4.0, 0.2, 12.0, 1.0] * 5
+    p.write_text("time_s,mbps\n" + "".join(f"{i},{v}\n" for i, v in enumerate(mbps)))
+    return p
+
+
+def test_demo_runs_policies_on_the_same_inputs(profiled_bundle: Bundle, tmp_path) -> None:
+    last = len(profiled_bundle.manifest.exits) - 1
+    cfg = DemoConfig(
+        bundle=str(profiled_bundle.path), policy=f"fixed:1,{last},0.9", trace=str(_trace(tmp_path)),
+        baselines=("edge_only", "cloud_only"), inputs=12, rate=40.0, edge_slowdown=2.0,
+        rtt_ms=10.0, out=str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run_demo(cfg) == 0
+    out = tmp_path / "out"
+    report = json.loads((out / "demo.json").read_text())
+    assert set(report["results"]) == {"ppo", "edge_only", "cloud_only"}
+    for name, r in report["results"].items():
+        assert r["inputs"] == 12 and r["edge_slowdown"] == 2.0
+        assert "predicted_latency_ms_mean" in r or name == "cloud_only"
+    assert report["results"]["edge_only"]["bytes_mean"] == 0
+    assert report["results"]["cloud_only"]["offload_rate"] + (
+        report["results"]["cloud_only"]["fallbacks"] / 12
+    ) == pytest.approx(1.0)
+    inputs = {
+        name: [json.loads(line)["input"] for line in (out / f"{name}.jsonl").open()]
+        for name in report["results"]
+    }
+    assert inputs["ppo"] == inputs["edge_only"] == inputs["cloud_only"]  # the same stream
+    assert (out / "demo.png").stat().st_size > 10_000
+
+
+def _netns_allowed() -> bool:
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
+        return False
+    name = f"eml-probe-{os.getpid()}"
+    ok = subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return ok
+
+
+def _our_namespaces(pid: int) -> list[str]:
+    """The namespaces ``edgeml emulate`` process ``pid`` made (``eml-c-PID``, ``eml-e-PID``)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = [ln.split()[0] for ln in out.splitlines() if ln.strip()]
+    return [n for n in names if n in (f"eml-c-{pid}", f"eml-e-{pid}")]
+
+
+@pytest.mark.skipif(not _netns_allowed(), reason="needs root with network namespaces and tc")
+def test_emulate_runs_and_cleans_up_even_when_interrupted(
+    profiled_bundle: Bundle, tmp_path
+) -> None:
+    last = len(profiled_bundle.manifest.exits) - 1
+    base = [
+        sys.executable, "-m", "edgeml.cli", "emulate", "--bundle", str(profiled_bundle.path),
+        "--policy", f"fixed:0,{last},1.0", "--trace", str(_trace(tmp_path)), "--rate", "20",
+        "--edge-slowdown", "2", "--rtt-ms", "10", "--port", "50999",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.Popen(
+        [*base, "--baselines", "edge_only", "--inputs", "10", "--out", str(tmp_path / "a")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    out, _ = done.communicate(timeout=300)
+    assert done.returncode == 0, out
+    assert _our_namespaces(done.pid) == []
+    report = json.loads((tmp_path / "a" / "emulate.json").read_text())
+    results = report["traces"]["fam_1.csv"]
+    assert set(results) == {"ppo", "edge_only"}
+    assert results["ppo"]["offload_rate"] > 0  # real packets crossed the shaped veth
+    assert results["ppo"]["predicted_inputs"] > 0
+    assert (tmp_path / "a" / "fam_1" / "emulate.png").is_file()
+    # Interrupt a long run mid-way: namespaces and qdiscs must go.
+    proc = subprocess.Popen(
+        [*base, "--inputs", "100000", "--out", str(tmp_path / "b")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        t_end = time.time() + 180
+        while time.time() < t_end and not _our_namespaces(proc.pid):
+            time.sleep(0.2)
+        assert _our_namespaces(proc.pid), "emulate never created its namespaces"
+        log = tmp_path / "b" / "fam_1" / "ppo.jsonl"
+        while time.time() < t_end and not (log.exists() and log.stat().st_size > 0):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert _our_namespaces(proc.pid) == []
