@@ -4,9 +4,16 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.edgeml-installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean iproute2
 
-setup: $(STAMP) $(FMNIST)
+setup: $(STAMP) $(FMNIST) iproute2
+
+# `edgeml emulate` needs ip and tc (network namespaces, tbf); install them only if missing,
+# and never fail the set-up over it (without them the emulation tests skip).
+iproute2:
+	@command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq iproute2) || \
+	  echo "warning: iproute2 not installed; edgeml emulate will not run"
 
 $(FMNIST):
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
