@@ -478,7 +478,10 @@ class EdgeDaemon:
         t_send = time.monotonic()
         nbytes = int(enc.nbytes) + self._overhead  # the exact size comes with the reply
         reason: str | None = None
+        sent = t_send < deadline  # past the deadline already: nothing leaves, nothing learnt
         try:
+            if not sent:
+                raise DeadlineExpired("deadline: passed before the tensor was ready; not sent")
             if self.link is not None:
                 up = self.link.send(nbytes, deadline)
                 lat["uplink"] = (up.queued_s + up.serialization_s + up.propagation_s) * 1e3
@@ -510,13 +513,13 @@ class EdgeDaemon:
             return answer, "cloud", None, result.sent_bytes, result.batch_size
         elapsed = time.monotonic() - t_send
         lat["network"] = elapsed * 1e3
-        if reason == "deadline":
+        if reason == "deadline" and sent:
             with self._est_lock:
                 self.estimator.observe_timeout(nbytes, elapsed)
         answer, compute, extra = self._fallback(hidden, s, e, tau, deadline, load)
         lat["fallback_compute"] = compute * 1e3
         lat["slowdown_sleep"] += extra * 1e3
-        return answer, "fallback", reason, nbytes if reason == "deadline" else 0, None
+        return answer, "fallback", reason, nbytes if reason == "deadline" and sent else 0, None
 
     # ------------------------------------------------------------------ probes
 
