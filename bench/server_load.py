@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "command": "python bench/server_load.py " + " ".join(argv or sys.argv[1:]),
         "bundle": {
-            "path": str(args.bundle),
+            "path": _display(args.bundle),
             "weights_sha256": bundle.weights_sha256,
             "model": manifest["model"]["name"],
             "input_shape": manifest["input_shape"],
@@ -365,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         _plot(results, speedup, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _display(path: Path) -> str:
+    """Repo-relative when inside the repo, so the committed JSON holds no local paths."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def _plot(results: dict[str, Any], speedup: float, path: Path) -> None:
