@@ -41,7 +41,7 @@ class BuildConfig:
     train_size: int = 32_000
     val_size: int = 5_000
     test_size: int = 5_000
-    train: ExitTrainConfig = field(default_factory=lambda: ExitTrainConfig(epochs=4, num_workers=1))
+    train: ExitTrainConfig = field(default_factory=lambda: ExitTrainConfig(epochs=8, num_workers=1))
     threads: int = 2
     seed: int = 0
 
