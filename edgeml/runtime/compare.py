@@ -155,6 +155,8 @@ def plot_runs(
         len(names) + 1, 1, figsize=(11, 1.9 * (len(names) + 1)), sharex=True, squeeze=False
     )
     t_max = 0.0
+    top = max((max(r["action"]["split"], r["action"]["exit"]) for rs in runs.values() for r in rs),
+              default=1)  # fmt: skip
     for ax, name in zip(axes[:-1, 0], names, strict=True):
         recs = runs[name]
         ts = list(trace_times[name]) if trace_times else [r["trace_s"] for r in recs]
@@ -172,6 +174,7 @@ def plot_runs(
         ax2 = ax.twinx()
         ax2.step(t, [r["action"]["split"] for r in recs], where="post", color="tab:orange", lw=0.8)
         ax2.step(t, [r["action"]["exit"] for r in recs], where="post", color="tab:purple", lw=0.8)
+        ax2.set_ylim(-0.5, top + 0.5)
         ax2.set_ylabel("split (orange)\nexit (purple)", fontsize=7)
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
     ax = axes[-1, 0]
