@@ -117,6 +117,18 @@ def test_reward_is_timely_correctness_minus_latency_term(profiled_bundle: Bundle
         assert info["timely"] == (info["correct"] and lat <= 100.0)
 
 
+def test_expected_reward_has_the_same_mean_and_less_noise(profiled_bundle: Bundle) -> None:
+    runs = {}
+    for mode in ("outcome", "expected"):
+        env = EdgeCloudEnv(bundle=profiled_bundle, reward=mode, episode_steps=2000)
+        runs[mode] = rollout(env, 11, 2000)
+    assert np.array_equal(np.stack(runs["outcome"][0]), np.stack(runs["expected"][0]))
+    out, exp = np.array(runs["outcome"][1]), np.array(runs["expected"][1])
+    assert abs(out.mean() - exp.mean()) < 0.03
+    assert exp.std() < 0.9 * out.std()
+    assert not np.array_equal(out, exp)
+
+
 def test_time_advances_by_latency_or_input_period(profiled_bundle: Bundle) -> None:
     env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(0.05)], load=NO_LOAD)
     env.reset(seed=0)

@@ -31,6 +31,13 @@ deadline, latency_cap)``: the headline metric (timely accuracy) plus a small pul
 fast answers that breaks ties between actions of equal accuracy. An offload that has not
 returned within ``timeout_ms`` is abandoned: no answer, latency = ``timeout_ms``.
 Time advances by ``max(latency, 1 / input_rate)``.
+
+``reward="expected"`` (for training) replaces ``1[correct]`` by its expectation given what
+decides it besides the sample itself: ``P(correct | level, e, tau, stop exit)`` from the
+calibration table. The expected return is unchanged (the stop exit, hence the latency, is
+still the sample's own), but the Bernoulli noise of single answers is gone, so PPO can
+tell apart actions whose accuracy differs by a fraction of a percent. ``info`` and every
+metric still report the sample's real outcome.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ import functools
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +87,8 @@ class Scenario:
     :param episode_steps: inputs per episode (then ``truncated``).
     :param latency_weight: weight of the latency term of the reward.
     :param latency_cap: the latency term is capped at this many deadlines.
+    :param reward: ``outcome`` (the answer's real correctness) or ``expected`` (its
+        calibration probability given level and stop exit: same mean, less noise).
     :param timeout_ms: an offload not answered by then is abandoned (no answer).
     :param history: measured throughputs kept in the observation.
     :param probe_interval_s: probe the link when nothing was measured for this long.
@@ -102,6 +110,7 @@ class Scenario:
     episode_steps: int = 300
     latency_weight: float = 0.05
     latency_cap: float = 2.0
+    reward: str = "outcome"
     timeout_ms: float = 1000.0
     history: int = 4
     probe_interval_s: float = 1.0
@@ -123,6 +132,8 @@ class Scenario:
             raise ValueError(
                 f"timeout_ms: must exceed deadline_ms ({self.deadline_ms}), got {self.timeout_ms}"
             )
+        if self.reward not in ("outcome", "expected"):
+            raise ValueError(f"reward: {self.reward!r} not one of outcome, expected")
         if self.episode_steps < 1 or self.history < 1:
             raise ValueError("episode_steps, history: must be >= 1")
         if isinstance(self.stream, dict):
@@ -233,6 +244,10 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._correct = self.outcomes.correct.tolist()
         self._conf = self.outcomes.conf.tolist()
         self._features = cal.feature.tolist()
+        out = self.outcomes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cond = np.where(out.p_stop > 0, out.p_correct / out.p_stop, 0.0)
+        self._p_correct_at_stop = cond.tolist()  # (L, E, T, J): P(correct | level, stop)
         self._by_family: dict[str, list[Trace]] = {}
         for tr in self.traces:
             self._by_family.setdefault(tr.family, []).append(tr)
@@ -260,6 +275,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             self.bundle.calibration.difficulty, n, rng, sc.input_rate, sc.stream
         )
         self._samples = self._stream.samples.tolist()
+        self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()
         self._load = background_load(n, rng, sc.input_rate, sc.load).tolist()
         self._step = 0
         self._meas: deque[tuple[float, float]] = deque(maxlen=sc.history)
@@ -304,7 +320,12 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             latency = pre
         timely = bool(correct) and latency <= sc.deadline_ms
-        reward = float(timely) - sc.latency_weight * min(latency / sc.deadline_ms, sc.latency_cap)
+        if sc.reward == "expected":
+            hit = answered and latency <= sc.deadline_ms
+            value = self._p_correct_at_stop[self._level_idx[self._step]][e][ti][j] if hit else 0.0
+        else:
+            value = float(timely)
+        reward = value - sc.latency_weight * min(latency / sc.deadline_ms, sc.latency_cap)
         info = {
             "latency_ms": latency, "correct": bool(correct), "timely": timely,
             "answered": answered, "bytes": nbytes, "offloaded": bool(offloaded),
@@ -439,15 +460,3 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
 def make_env(scenario: Scenario | None = None, **kwargs: Any) -> EdgeCloudEnv:
     """Factory used by ``gymnasium.make`` (keeps the entry point a plain function)."""
     return EdgeCloudEnv(scenario, **kwargs)
-
-
-def shared_env_kwargs(
-    scenario: Scenario, traces: Sequence[Trace] | None = None, bundle: Bundle | None = None
-) -> dict[str, Any]:
-    """Keyword arguments that let many env copies share one loaded bundle and trace set."""
-    kw: dict[str, Any] = {"scenario": scenario}
-    if bundle is not None:
-        kw["bundle"] = bundle
-    if traces is not None:
-        kw["traces"] = list(traces)
-    return kw

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class TrainConfig:
     batch_size: int = 512
     n_epochs: int = 5
     learning_rate: float = 3e-4
+    lr_final_fraction: float = 1.0  # linear decay to this fraction of ``learning_rate``
     gamma: float = 0.9
     gae_lambda: float = 0.9
     ent_coef: float = 0.01
@@ -55,6 +56,7 @@ class TrainConfig:
     net_arch: tuple[int, ...] = (64, 64)
     eval_freq: int = 50_000
     eval_episodes: int = 12
+    reward: str = "expected"  # the training env's reward mode (see ``env``: less noise)
     threads: int = 1
     progress: bool = True
     tensorboard: str | None = None  # default: <out dir>/tb
@@ -85,6 +87,14 @@ class _FixedEpisodes(gym.Wrapper):
         ep_seed, ep_opts = self.episodes[self._next % len(self.episodes)]
         self._next += 1
         return self.env.reset(seed=ep_seed, options=ep_opts)
+
+
+def _schedule(cfg: TrainConfig) -> Any:
+    """Constant, or linear from ``learning_rate`` to ``lr_final_fraction`` of it."""
+    if cfg.lr_final_fraction == 1.0:
+        return cfg.learning_rate
+    lr, frac = cfg.learning_rate, cfg.lr_final_fraction
+    return lambda remaining: lr * (frac + (1.0 - frac) * remaining)
 
 
 def _progress_callback(total: int) -> Any:
@@ -138,7 +148,7 @@ def train_agent(
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     cfg = cfg or TrainConfig()
-    scenario = scenario or Scenario()
+    scenario = replace(scenario or Scenario(), reward=cfg.reward)
     out = Path(out)
     if out.suffix != ".zip":
         raise ValueError(f"out: the policy file must end in .zip, got {out}")
@@ -185,7 +195,7 @@ def train_agent(
     )
     model = PPO(
         "MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-        n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
+        n_epochs=cfg.n_epochs, learning_rate=_schedule(cfg), gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, clip_range=cfg.clip_range,
         policy_kwargs={"net_arch": list(cfg.net_arch)}, tensorboard_log=tb_dir,
         seed=cfg.seed, device="cpu", verbose=0, **cfg.extra,
