@@ -145,7 +145,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         from edgeml.rl_agent.plot import plot_evaluation
 
-        plot_evaluation(result, records, args.plot)
+        plot_evaluation(result, records, args.plot, n_blocks=bundle.manifest.blocks)
         print(f"plot written to {args.plot}")
     return 0
 

@@ -34,8 +34,10 @@ def plot_evaluation(
     path: str | Path,
     policies: Sequence[str] | None = None,
     family: str | None = "hsdpa",
+    n_blocks: int | None = None,
 ) -> Path:
-    """Write the PNG; ``family`` picks the episode shown (falls back to any family)."""
+    """Write the PNG; ``family`` picks the episode shown (falls back to any family);
+    ``n_blocks`` fixes the split/exit axis (default: the largest split any policy chose)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,6 +49,7 @@ def plot_evaluation(
         family = None
     ep = _pick_episode(records, family)
     deadline = float(result["scenario"]["deadline_ms"])
+    top = n_blocks or max(int(r["split"].max()) for r in records.values())
     n = len(names)
     fig, axes = plt.subplots(n + 1, 1, figsize=(11, 1.7 * n + 4.2), sharex=False)
     ax0 = axes[0]
@@ -57,8 +60,10 @@ def plot_evaluation(
         ax0.bar(x + k * width, vals, width, label=name)
     ax0.set_xticks(x + width * (n - 1) / 2, fams)
     ax0.set_ylabel("timely accuracy")
-    ax0.legend(ncol=min(n, 5), fontsize=7, loc="lower right")
-    ax0.set_title("timely accuracy per trace family (test files)")
+    ax0.set_ylim(0, 1.3)
+    ax0.legend(ncol=min(n, 5), fontsize=7, loc="upper center")
+    split = result["scenario"].get("trace_split", "?")
+    ax0.set_title(f"timely accuracy per trace family ({split} files)")
     for ax, name in zip(axes[1:], names, strict=True):
         rec = records[name]
         m = rec["episode"] == ep
@@ -79,6 +84,7 @@ def plot_evaluation(
         act_ax.step(t, rec["stop_exit"][m], where="post", color="tab:green", lw=0.8,
                     label="exit taken")  # fmt: skip
         act_ax.set_ylabel("split / exit", fontsize=7)
+        act_ax.set_ylim(-0.3, top + 0.3)
         acc = result["policies"][name]["timely_accuracy"]
         ax.set_title(f"{name}: timely accuracy {acc:.3f} (episode shown: "
                      f"{rec['family'][m][0]})", fontsize=8, loc="left")  # fmt: skip
