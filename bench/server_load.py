@@ -99,8 +99,10 @@ def _worker(conn: Connection, threads: int, payloads: list[bytes], meta: dict[st
         for i in range(threads):  # one channel per simulated edge device, connected up front
             if (address, i) not in clients:
                 c = EdgeClient(ClientConfig(targets=address, max_attempts=1), meta["sha"])
-                c.wait_ready(30)
+                c.wait_ready(60)
                 clients[address, i] = c
+        conn.send("ready")
+        cmd.update(conn.recv())  # the measurement window, once every process is connected
         outs = [{"latency_ms": [], "batch_size": [], "errors": Counter()} for _ in range(threads)]
         ts = [
             threading.Thread(
@@ -261,10 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             order = setups if r % 2 == 0 else setups[::-1]
             for s in order:
                 address = servers[s.name][1]
-                t0 = time.time() + 3.0 + args.warmup_s  # time for workers to connect
-                cmd = {"address": address, "t_start": t0, "t_end": t0 + args.duration_s}
                 for c in pipes:
-                    c.send(cmd)
+                    c.send({"address": address})
+                assert all(c.recv() == "ready" for c in pipes)
+                t0 = time.time() + 0.2 + args.warmup_s
+                for c in pipes:
+                    c.send({"t_start": t0, "t_end": t0 + args.duration_s})
                 parts = [c.recv() for c in pipes]
                 lat = [v for part in parts for v in part["latency_ms"]]
                 bs = [v for part in parts for v in part["batch_size"]]
@@ -289,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in setups:
         cells = rounds[s.name]
 
-        def med(key: str, cells: list[dict] = cells) -> float:
-            return round(statistics.median(c[key] for c in cells), 3)
+        def med(key: str, cells: list[dict] = cells) -> float | None:
+            values = [c[key] for c in cells if c[key] is not None]  # None: no call finished
+            return round(statistics.median(values), 3) if values else None
 
         errors: Counter[str] = Counter()
         for c in cells:
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms_p50": med("latency_ms_p50"),
             "latency_ms_p99": med("latency_ms_p99"),
             "batch_size_mean": med("batch_size_mean"),
-            "batch_size_max": max(c["batch_size_max"] for c in cells),
+            "batch_size_max": max((c["batch_size_max"] or 0) for c in cells),
             "requests": sum(c["requests"] for c in cells),
             "errors": sum(errors.values()),
             "errors_by_code": dict(errors),

@@ -319,20 +319,19 @@ def test_serve_help_shows_the_defaults(capsys):
     assert "(default: 16)" in out and "(default: 1000)" in out
 
 
-def test_sigterm_drains_the_in_flight_request_then_exits_0(tiny_bundle):
+def test_sigterm_drains_the_in_flight_request_then_exits_0(tiny_bundle, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "edgeml.cli", "serve", str(tiny_bundle.path), "--port", "0"]
     # a lone request waits 1.5 s for batch company: a slow request in flight at SIGTERM
     cmd += ["--max-batch", "4", "--max-wait-us", "1500000", "--grace-s", "10"]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    log = (tmp_path / "serve.log").open("w+")  # a file, not a pipe nobody drains
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         line = ""
         deadline = time.monotonic() + 60
         while "listening on" not in line and time.monotonic() < deadline:
             line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
+            assert line or proc.poll() is None, (tmp_path / "serve.log").read_text()
         address = line.strip().rsplit(" ", 1)[-1]
         m = tiny_bundle.manifest
         h = torch.zeros(1, *m.cut_points[0].shape)
@@ -345,11 +344,13 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(tiny_bundle):
                 proc.send_signal(signal.SIGTERM)
                 result = pending.result(timeout=15)
         assert result.queue_ms > 1000  # it really was in flight across the SIGTERM
-        assert proc.wait(timeout=20) == 0
+        # generous: on a starved CI box interpreter shutdown alone can take many seconds
+        assert proc.wait(timeout=90) == 0, (tmp_path / "serve.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def test_service_config_retries_only_unavailable_and_balances_round_robin():
