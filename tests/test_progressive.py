@@ -88,7 +88,7 @@ def test_exits_only_freezes_backbone() -> None:
 def test_joint_training_learns() -> None:
     torch.manual_seed(0)
     net = build_model("pvgg")
-    data = FashionMNISTDataset("train", 1024)
+    data = FashionMNISTDataset("train", 512)
     hist = train_exits(
         net, lambda _e: data, ExitTrainConfig(epochs=2, batch_size=64, progress=False)
     )
