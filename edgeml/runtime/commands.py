@@ -144,6 +144,12 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="int8")
     p.add_argument("--out", default="demo-out", help="directory for logs, JSON and PNG")
     p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    p.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=420.0,
+        help="time for all live runs together (each policy gets an equal share)",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -154,6 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         baselines=tuple(b for b in args.baselines.split(",") if b), inputs=args.inputs,
         rate=args.rate, deadline_ms=args.deadline_ms, edge_slowdown=args.edge_slowdown,
         rtt_ms=args.rtt_ms, codec=args.codec, out=args.out, seed=args.seed,
+        time_budget_s=args.time_budget_s,
     )  # fmt: skip
     try:
         return run_demo(cfg)

@@ -106,8 +106,8 @@ def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> s
     """A plain-text table, one row per policy."""
     has_pred = any("predicted_latency_ms_mean" in r for r in results.values())
     head = (
-        f"{'policy':<14} {'timely acc':>10} {'accuracy':>8} {'mean ms':>8} {'p95 ms':>8} "
-        f"{'bytes/in':>9} {'offload':>7} {'fallbk':>6}"
+        f"{'policy':<14} {'inputs':>6} {'timely acc':>10} {'accuracy':>8} {'mean ms':>8} "
+        f"{'p95 ms':>8} {'bytes/in':>9} {'offload':>7} {'fallbk':>6}"
     )
     if has_pred:
         head += f" {'sim ms':>7} {'meas/sim':>8}"
@@ -118,7 +118,8 @@ def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> s
 
     for name, r in results.items():
         row = (
-            f"{name:<14} {num(r['timely_accuracy'], '10.3f')} {num(r['accuracy'], '8.3f')} "
+            f"{name:<14} {r['inputs']:>6} {num(r['timely_accuracy'], '10.3f')} "
+            f"{num(r['accuracy'], '8.3f')} "
             f"{num(r['latency_ms_mean'], '8.1f')} {num(r['latency_ms_p95'], '8.1f')} "
             f"{num(r['bytes_mean'], '9.0f')} {num(r['offload_rate'], '7.0%')} "
             f"{r['fallbacks']:>6}"

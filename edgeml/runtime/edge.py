@@ -218,10 +218,14 @@ class RunSummary:
 class CpuLoad:
     """Background CPU load the edge core sees, from psutil (the env's ``edge_load``).
 
-    Other processes' busy cores beyond the ``n - 1`` cores the edge does not use are taken
-    out of the edge's own core: ``load = max(0, others - (n - 1))``. On a one-core device
-    that is simply the share of the core others use; the cost model slows edge compute by
-    ``1 + load``.
+    The cost model slows edge compute by ``1 + load``. Two psutil readings, the larger wins:
+
+    * run-queue demand: with ``D`` runnable threads on ``n`` cores (1-minute load average)
+      a thread gets ``n / D`` of a core, so ``load = D / n - 1``: slow to react, but it
+      sees contention beyond 100% busy;
+    * busy cores: other processes' busy cores beyond the ``n - 1`` the edge does not use,
+      ``load = others - (n - 1)`` (on a one-core device: the share others take): quick,
+      but it saturates at 1.
     """
 
     def __init__(self) -> None:
@@ -233,7 +237,9 @@ class CpuLoad:
     def sample(self) -> float:
         busy = psutil.cpu_percent(None) / 100.0 * self._n
         own = self._proc.cpu_percent(None) / 100.0
-        return round(max(0.0, busy - own - (self._n - 1)), 3)
+        by_busy = busy - own - (self._n - 1)
+        by_queue = psutil.getloadavg()[0] / self._n - 1.0
+        return round(max(0.0, by_busy, by_queue), 3)
 
 
 def _sleep_extra(compute_s: float, factor: float) -> float:
