@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=HERE / "results" / "partition.json")
     p.add_argument("--png", type=Path, default=None, help="also write a plot here")
     args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # tables as they come
     torch.set_num_threads(args.threads)
     bundle_path = args.bundle
     if bundle_path is None and not args.skip_bundle:
