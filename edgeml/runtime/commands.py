@@ -75,6 +75,13 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="add this RTT in user space (default with --link-trace: --rtt-ms)",
     )
     p.add_argument(
+        "--grace-ms",
+        type=float,
+        default=None,
+        help="wait this long past the deadline for the cloud before answering locally "
+        "(default: as long as the cheapest local answer takes)",
+    )
+    p.add_argument(
         "--probe-after-s",
         type=float,
         default=1.0,
@@ -110,8 +117,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
             codec=args.codec, log=args.log, metrics_port=args.metrics_port,
             max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
-            probe_after_s=args.probe_after_s, token=token, root_ca=args.root_ca,
-            threads=args.threads, run=args.run, seed=args.seed,
+            probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, token=token,
+            root_ca=args.root_ca, threads=args.threads, run=args.run, seed=args.seed,
         )  # fmt: skip
         return run_edge(cfg)
     except (ValueError, OSError, BundleError, WeightsMismatchError) as exc:

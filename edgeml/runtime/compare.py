@@ -7,11 +7,11 @@ moment the tensor would leave (as :meth:`edgeml.rl_agent.env.EdgeCloudEnv.step` 
 the base RTT. The stop exit is the one the run actually took.
 
 One rule differs from the env on purpose, because the runtime differs: the env waits up to
-``timeout_ms`` for a slow offload, the daemon gives up at the input's deadline and answers
-locally. So when the simulated offload ends past the deadline, the prediction is the
-deadline plus the local fallback's cost (the shallowest exit past the split), which is
-what the daemon does. Inputs that fell back because the cloud was unreachable or failed
-have no prediction (the simulator has no such event).
+``timeout_ms`` for a slow offload, the daemon waits until the deadline plus a grace (by
+default as long as the cheapest local answer) and then answers locally. So when the
+simulated offload ends past that point, the prediction is that point plus the local
+answer's cost, which is what the daemon does. Inputs that fell back because the cloud was
+unreachable or failed have no prediction (the simulator has no such event).
 """
 
 from __future__ import annotations
@@ -30,17 +30,20 @@ from edgeml.rl_agent.traces import Trace
 __all__ = ["predict_latency_ms", "summarize", "format_table", "plot_runs"]
 
 
-def _local_fallback_ms(cost: CostModel, s: int, load: float) -> float:
-    """Edge cost of finishing locally from split ``s`` at the shallowest exit past it."""
-    k = next(k for k, b in enumerate(cost.exits) if b > s)
-    cum = float(np.sum(cost.blocks_ms[s : cost.exits[k]]))
-    return cost.edge_slowdown * (1.0 + load) * (cum + float(cost.heads_ms[k]))
-
-
 def predict_latency_ms(
-    rec: Mapping[str, Any], cost: CostModel, trace: Trace, trace_s: float, rtt_ms: float
+    rec: Mapping[str, Any],
+    cost: CostModel,
+    trace: Trace,
+    trace_s: float,
+    rtt_ms: float,
+    grace: float | None = None,
 ) -> float | None:
-    """The simulator's latency for one logged input (None where it has no counterpart)."""
+    """The simulator's latency for one logged input (None where it has no counterpart).
+
+    ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer).
+    """
+    from edgeml.runtime.edge import fallback_exits, grace_ms, local_finish_ms
+
     a = rec["action"]
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
@@ -57,9 +60,9 @@ def predict_latency_ms(
     pre = b.edge_ms + b.encode_ms
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
     latency = pre + d * 1e3 + rtt_ms + b.decode_ms + b.cloud_ms
-    deadline = float(rec["deadline_ms"])
-    if latency > deadline:  # the daemon stops waiting at the deadline and answers locally
-        return deadline + _local_fallback_ms(cost, s, load)
+    give_up = float(rec["deadline_ms"]) + (grace_ms(cost, s, e, load) if grace is None else grace)
+    if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
+        return give_up + local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load)
     return latency
 
 

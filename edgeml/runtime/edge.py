@@ -8,11 +8,14 @@ For every input of its source the daemon
 3. runs blocks ``1..s`` with the early-exit rule (:func:`~edgeml.progressive.infer.run_segment`),
    then encodes the tensor; the emulated edge slowdown is applied honestly: after measuring
    the compute it sleeps ``(factor - 1) x`` that time;
-4. if the run did not stop on the edge, sends the tensor with the input's deadline
+4. if the run did not stop on the edge, sends the tensor with a gRPC deadline
    (:class:`~edgeml.transport.client.EdgeClient`), optionally through the user-space link
    emulation (:mod:`.link`); on a timeout, an error or an unreachable cloud it answers
-   locally from the deepest exit it can still reach before the deadline (the shallowest
-   one past ``s`` once the deadline has passed), so no input is ever lost;
+   locally from the deepest exit it can still reach before the input's deadline (the
+   shallowest one past ``s`` once the deadline has passed), so no input is ever lost.
+   The gRPC deadline is the input's deadline plus a grace as long as that cheapest local
+   answer: a reply due just after the deadline is worth waiting for (the input is late
+   either way, and the cloud's answer is deeper), a dead link costs at most the grace;
 5. writes one JSON line (schema below) and updates its Prometheus metrics.
 
 A background thread probes the link when nothing was measured for ``probe_after_s`` (a
@@ -118,6 +121,9 @@ class EdgeConfig:
     :param token: bearer token for the cloud.
     :param root_ca: PEM CA of the cloud's certificate (enables TLS).
     :param threads: torch intra-op threads (the edge is one core).
+    :param grace_ms: how long past the deadline the edge still waits for the cloud before it
+        answers locally (None: as long as the cheapest local answer would take, so waiting
+        costs at most that; 0: give up at the deadline).
     :param reconnect_every_s: while the cloud is unreachable, try a fresh channel this often.
     :param run: a label copied into every log line (e.g. the policy's name in the demo).
     :param seed: seed of the ``random`` policy.
@@ -143,6 +149,7 @@ class EdgeConfig:
     token: str | None = None
     root_ca: str | Path | None = None
     threads: int = 1
+    grace_ms: float | None = None
     reconnect_every_s: float = 0.5
     run: str = ""
     seed: int = 0
@@ -248,6 +255,24 @@ def _sleep_extra(compute_s: float, factor: float) -> float:
     if extra > 0:
         time.sleep(extra)
     return extra
+
+
+def local_finish_ms(cost: CostModel, s: int, k: int, load: float) -> float:
+    """Edge time to go on from split ``s`` to exit ``k`` locally (blocks and head, slowed)."""
+    blocks = float(np.sum(cost.blocks_ms[s : cost.exits[k]]))
+    return cost.edge_slowdown * (1.0 + load) * (blocks + float(cost.heads_ms[k]))
+
+
+def fallback_exits(cost: CostModel, s: int, e: int) -> list[int]:
+    """Exits a local fallback from split ``s`` may answer at: past ``s``, up to ``e`` if any."""
+    past = [k for k, b in enumerate(cost.exits) if b > s]
+    return [k for k in past if k <= e] or past
+
+
+def grace_ms(cost: CostModel, s: int, e: int, load: float) -> float:
+    """How long past the deadline the edge still waits for the cloud: as long as the
+    cheapest local answer would take (waiting is never worse by more than that)."""
+    return local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load)
 
 
 class EdgeDaemon:
@@ -380,15 +405,8 @@ class EdgeDaemon:
         """
         cost = self.cost
         remaining_ms = (deadline - time.monotonic()) * 1e3
-        cum = np.concatenate([[0.0], np.cumsum(cost.blocks_ms)])
-        past = [k for k, b in enumerate(cost.exits) if b > s and k <= e] or [
-            k for k, b in enumerate(cost.exits) if b > s
-        ]
-        fits = [
-            k for k in past
-            if cost.edge_slowdown * (1 + load) * (cum[cost.exits[k]] - cum[s] + cost.heads_ms[k])
-            <= remaining_ms
-        ]  # fmt: skip
+        past = fallback_exits(cost, s, e)
+        fits = [k for k in past if local_finish_ms(cost, s, k, load) <= remaining_ms]
         k = max(fits) if fits else min(past)
         t0 = time.perf_counter()
         res = run_segment(self.net, hidden, s, cost.exits[k], k, tau)
@@ -433,8 +451,9 @@ class EdgeDaemon:
             enc_s = time.perf_counter() - t0
             lat["encode"] = enc_s * 1e3
             lat["slowdown_sleep"] = _sleep_extra(compute + enc_s, cfg.edge_slowdown) * 1e3
+            grace = cfg.grace_ms if cfg.grace_ms is not None else grace_ms(self.cost, s, e, load)
             answer, where, fallback_reason, nbytes, batch = self._offload(
-                enc, res.hidden, s, e, tau, deadline, load, lat
+                enc, res.hidden, s, e, tau, deadline, deadline + grace / 1e3, load, lat
             )
         else:
             lat["slowdown_sleep"] = _sleep_extra(compute, cfg.edge_slowdown) * 1e3
@@ -476,24 +495,26 @@ class EdgeDaemon:
         e: int,
         tau: float,
         deadline: float,
+        give_up: float,
         load: float,
         lat: dict[str, float],
     ) -> tuple[Answer, str, str | None, int, int | None]:
-        """Send to the cloud; on any failure answer locally. Returns (answer, where,
-        fallback reason, bytes sent, cloud batch size)."""
+        """Send to the cloud and wait for it until ``give_up``; on any failure answer locally
+        (deepest exit that fits before ``deadline``). Returns (answer, where, fallback
+        reason, bytes sent, cloud batch size)."""
         t_send = time.monotonic()
         nbytes = int(enc.nbytes) + self._overhead  # the exact size comes with the reply
         reason: str | None = None
-        sent = t_send < deadline  # past the deadline already: nothing leaves, nothing learnt
+        sent = t_send < give_up  # too late already: nothing leaves, nothing learnt
         try:
             if not sent:
                 raise DeadlineExpired("deadline: passed before the tensor was ready; not sent")
             if self.link is not None:
-                up = self.link.send(nbytes, deadline)
+                up = self.link.send(nbytes, give_up)
                 lat["uplink"] = (up.queued_s + up.serialization_s + up.propagation_s) * 1e3
-            result = self.client.infer(enc, s, e, tau, self.config.codec, deadline=deadline)
+            result = self.client.infer(enc, s, e, tau, self.config.codec, deadline=give_up)
             if self.link is not None:
-                self.link.receive(deadline)
+                self.link.receive(give_up)
         except WeightsMismatchError as exc:
             log.error("%s", exc)
             reason = "mismatch"
