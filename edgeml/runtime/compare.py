@@ -27,7 +27,14 @@ import numpy as np
 from edgeml.partition.cost import CostModel
 from edgeml.rl_agent.traces import Trace
 
-__all__ = ["predict_latency_ms", "summarize", "format_table", "plot_runs"]
+__all__ = [
+    "calibrated_cost",
+    "duty_cycle_factor",
+    "format_table",
+    "plot_runs",
+    "predict_latency_ms",
+    "summarize",
+]
 
 
 def predict_latency_ms(
@@ -37,10 +44,12 @@ def predict_latency_ms(
     trace_s: float,
     rtt_ms: float,
     grace: float | None = None,
+    daemon_cost: CostModel | None = None,
 ) -> float | None:
     """The simulator's latency for one logged input (None where it has no counterpart).
 
-    ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer).
+    ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer,
+    which the daemon computes with its own cost model, ``daemon_cost``, default ``cost``).
     """
     from edgeml.runtime.edge import fallback_exits, grace_ms, local_finish_ms
 
@@ -60,16 +69,69 @@ def predict_latency_ms(
     pre = b.edge_ms + b.encode_ms
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
     latency = pre + d * 1e3 + rtt_ms + b.decode_ms + b.cloud_ms
-    give_up = float(rec["deadline_ms"]) + (grace_ms(cost, s, e, load) if grace is None else grace)
+    if grace is None:
+        grace = grace_ms(daemon_cost or cost, s, e, load)
+    give_up = float(rec["deadline_ms"]) + grace
     if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
         return give_up + local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load)
     return latency
 
 
+def duty_cycle_factor(bundle: Any, period_s: float = 0.1, repeats: int = 15) -> float:
+    """How much slower the whole network runs once per ``period_s`` than in a hot loop.
+
+    The profile times blocks back to back (hot caches); the daemon computes once per input
+    and sleeps in between, and on this machine that costs about a third more. The factor is
+    measured here in ~2 s, before any run, and calibrates the simulator's compute speed on
+    both sides; the uncalibrated prediction is always reported next to it.
+    """
+    import time
+
+    import torch
+
+    from edgeml.progressive.infer import run_segment
+
+    net, n = bundle.net, bundle.net.num_blocks
+    x = torch.zeros((1, *bundle.manifest.input_shape))
+    times = []
+    for _ in range(repeats):
+        time.sleep(period_s)
+        t0 = time.perf_counter()
+        run_segment(net, x, 0, n, len(net.exits) - 1, 1.0)
+        times.append((time.perf_counter() - t0) * 1e3)
+    prof = bundle.profile
+    hot = float(sum(prof["blocks_ms"])) + float(prof["heads_ms"][str(net.exits[-1])])
+    return max(statistics.median(times) / hot, 1e-3)
+
+
+def calibrated_cost(bundle: Any, edge_slowdown: float, factor: float) -> CostModel:
+    """The cost model with both sides' compute scaled by a :func:`duty_cycle_factor`."""
+    return CostModel.from_bundle(
+        bundle, edge_slowdown=edge_slowdown * factor, cloud_speedup=1.0 / factor
+    )
+
+
+def _compare(lat: Sequence[float], pred: Sequence[float | None], key: str) -> dict[str, Any]:
+    pairs = [(m, p) for m, p in zip(lat, pred, strict=True) if p is not None and math.isfinite(p)]
+    if not pairs:
+        return {}
+    meas = statistics.fmean(m for m, _ in pairs)
+    mean = statistics.fmean(p for _, p in pairs)
+    return {
+        f"{key}_inputs": len(pairs),
+        f"measured_latency_ms_mean_vs_{key}": meas,
+        f"{key}_latency_ms_mean": mean,
+        f"measured_over_{key}": meas / mean if mean > 0 else None,
+    }
+
+
 def summarize(
-    records: Sequence[Mapping[str, Any]], predicted: Sequence[float | None] | None = None
+    records: Sequence[Mapping[str, Any]],
+    predicted: Sequence[float | None] | None = None,
+    calibrated: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
-    """Headline numbers of one run (and its prediction, when given)."""
+    """Headline numbers of one run, and its predictions when given (``predicted``: the
+    shipped profile as is; ``calibrated``: with a :func:`duty_cycle_factor`)."""
     n = len(records)
     lat = [float(r["latency_ms"]["total"]) for r in records]
     labelled = [r for r in records if r["correct"] is not None]
@@ -88,20 +150,9 @@ def summarize(
         "edge_slowdown": records[0]["edge_slowdown"] if records else None,
     }
     if predicted is not None:
-        pairs = [
-            (m, p)
-            for m, p in zip(lat, predicted, strict=True)
-            if p is not None and math.isfinite(p)
-        ]
-        if pairs:
-            meas = statistics.fmean(m for m, _ in pairs)
-            pred = statistics.fmean(p for _, p in pairs)
-            out.update(
-                predicted_inputs=len(pairs),
-                measured_latency_ms_mean=meas,
-                predicted_latency_ms_mean=pred,
-                measured_over_predicted=meas / pred if pred > 0 else None,
-            )
+        out.update(_compare(lat, predicted, "predicted"))
+    if calibrated is not None:
+        out.update(_compare(lat, calibrated, "calibrated"))
     return out
 
 
@@ -112,8 +163,11 @@ def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> s
         f"{'policy':<14} {'inputs':>6} {'timely acc':>10} {'accuracy':>8} {'mean ms':>8} "
         f"{'p95 ms':>8} {'bytes/in':>9} {'offload':>7} {'fallbk':>6}"
     )
+    has_cal = any("calibrated_latency_ms_mean" in r for r in results.values())
     if has_pred:
         head += f" {'sim ms':>7} {'meas/sim':>8}"
+    if has_cal:
+        head += f" {'cal ms':>7} {'meas/cal':>8}"
     lines = [title, head] if title else [head]
 
     def num(v: Any, fmt: str) -> str:
@@ -131,6 +185,11 @@ def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> s
             row += (
                 f" {num(r.get('predicted_latency_ms_mean'), '7.1f')}"
                 f" {num(r.get('measured_over_predicted'), '8.2f')}"
+            )
+        if has_cal:
+            row += (
+                f" {num(r.get('calibrated_latency_ms_mean'), '7.1f')}"
+                f" {num(r.get('measured_over_calibrated'), '8.2f')}"
             )
         lines.append(row)
     return "\n".join(lines)
