@@ -17,6 +17,7 @@ from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
 from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, load_policy
 from edgeml.rl_agent.traces import default_traces_dir, load_traces
 from edgeml.rl_agent.train import TrainConfig, TrainResult, check_actor, train_agent
+from edgeml.rl_agent.warm_start import WarmStartConfig, warm_start
 
 CONTRACT_POLICIES = {"ppo", "oracle", "oracle_sample", "edge_only", "cloud_only",
                      "neurosurgeon", "edgent", "spinn", "random"}  # fmt: skip
@@ -25,7 +26,8 @@ CONTRACT_POLICIES = {"ppo", "oracle", "oracle_sample", "edge_only", "cloud_only"
 @pytest.fixture(scope="module")
 def trained(profiled_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     cfg = TrainConfig(timesteps=4096, n_envs=4, n_steps=256, batch_size=256, seed=0,
-                      eval_freq=2048, eval_episodes=3, progress=False)  # fmt: skip
+                      eval_freq=2048, eval_episodes=3, progress=False,
+                      warm_start=WarmStartConfig(teacher="none"))  # fmt: skip
     out = tmp_path_factory.mktemp("policy") / "p.zip"
     return train_agent(profiled_bundle, load_traces(), out, cfg, Scenario(episode_steps=200))
 
@@ -99,3 +101,20 @@ def test_evaluate_cli_writes_contract_json_and_plot(
     assert res["scenario"]["deadline_ms"] == 100.0 and res["scenario"]["codec"] == "int8"
     assert png.stat().st_size > 10_000
     assert "oracle_sample" in capsys.readouterr().out
+
+
+def test_warm_start_clones_the_teacher(profiled_bundle: Bundle) -> None:
+    from stable_baselines3 import PPO
+
+    env = EdgeCloudEnv(bundle=profiled_bundle)
+    model = PPO("MlpPolicy", env, seed=0, device="cpu")
+    edge = np.array([env.n_splits - 1, env.n_exits - 1, 0])
+    obs, _ = env.reset(seed=5)
+    before = model.predict(obs, deterministic=True)[0]
+    cfg = WarmStartConfig(teacher="edge_only", steps=1500, epochs=6, explore=0.5)
+    stats = warm_start(model, EdgeCloudEnv(bundle=profiled_bundle), cfg, seed=0)
+    assert stats["agreement"] > 0.99 and stats["states"] == 1500
+    for _ in range(50):
+        obs, *_ = env.step(env.action_space.sample())
+        assert np.array_equal(model.predict(obs, deterministic=True)[0], edge)
+    assert not np.array_equal(before, edge)  # the untrained policy did something else

@@ -25,6 +25,7 @@ from edgeml.bundle import Bundle
 from edgeml.rl_agent.actor import NumpyActor, export_actor
 from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
 from edgeml.rl_agent.traces import Trace
+from edgeml.rl_agent.warm_start import WarmStartConfig, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TrainConfig:
         spent) fade within a few inputs.
     :param eval_freq: environment steps (all envs together) between evaluations.
     :param eval_episodes: fixed validation episodes per evaluation.
+    :param warm_start: behaviour cloning from a teacher before PPO (see :mod:`.warm_start`);
+        ``WarmStartConfig(teacher="none")`` starts PPO from scratch.
     """
 
     timesteps: int = 600_000
@@ -57,6 +60,7 @@ class TrainConfig:
     eval_freq: int = 50_000
     eval_episodes: int = 12
     reward: str = "expected"  # the training env's reward mode (see ``env``: less noise)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     threads: int = 1
     progress: bool = True
     tensorboard: str | None = None  # default: <out dir>/tb
@@ -148,6 +152,8 @@ def train_agent(
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     cfg = cfg or TrainConfig()
+    if isinstance(cfg.warm_start, dict):
+        cfg = replace(cfg, warm_start=WarmStartConfig(**cfg.warm_start))
     scenario = replace(scenario or Scenario(), reward=cfg.reward)
     out = Path(out)
     if out.suffix != ".zip":
@@ -201,6 +207,10 @@ def train_agent(
         seed=cfg.seed, device="cpu", verbose=0, **cfg.extra,
     )  # fmt: skip
     t0 = time.perf_counter()
+    warm: dict[str, Any] = {}
+    if cfg.warm_start.teacher != "none":
+        teacher_env = EdgeCloudEnv(scenario, bundle=bundle, traces=traces)
+        warm = warm_start(model, teacher_env, cfg.warm_start, cfg.seed + 10_000)
     callbacks: list[Any] = [callback]
     if cfg.progress:
         per_rollout = cfg.n_steps * cfg.n_envs  # SB3 always finishes the rollout
@@ -222,6 +232,7 @@ def train_agent(
         "bundle_sha256": bundle.weights_sha256,
         "seconds": round(seconds, 1),
         "best_validation_reward": float(callback.best_mean_reward),
+        "warm_start": warm,
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("trained %d steps in %.0f s -> %s", cfg.timesteps, seconds, out)

@@ -1,0 +1,103 @@
+"""Behaviour-cloning warm start of the PPO policy from a teacher (default: the oracle).
+
+Why: the action is factorised (split, exit, tau) and its payoffs are coupled. Offloading
+pays only together with a deeper exit (the input goes to the cloud *and* the cloud runs
+more blocks); either change alone loses. From a uniform start, PPO first learns the safe
+local action (exit 1 on the edge) and the joint move (split 0, exit 2-3) then has
+probability ~1e-6 per input, so it is never tried. Cloning the teacher's choices from the
+edge's own observations starts PPO where offloading is already in the policy's support;
+PPO then improves on what the teacher's hidden knowledge cannot be turned into from the
+observation alone.
+
+States come from the teacher's own rollouts with a share ``explore`` of random actions (so
+the student also sees states off the teacher's path, as a DAgger round would); each is
+labelled with the teacher's action. The value head is fitted to the discounted returns of
+those rollouts, so PPO's first advantages are not noise that would undo the cloning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeml.rl_agent.baselines import make_baseline
+from edgeml.rl_agent.env import EdgeCloudEnv
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WarmStartConfig", "collect", "warm_start"]
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """:param teacher: a policy name of :mod:`.baselines`; ``none`` turns the warm start off.
+    :param steps: labelled states to collect.
+    :param explore: share of steps that execute a random action (the label stays the teacher's).
+    """
+
+    teacher: str = "oracle"
+    steps: int = 40_000
+    explore: float = 0.2
+    epochs: int = 10
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+
+
+def collect(
+    env: EdgeCloudEnv, cfg: WarmStartConfig, gamma: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observations, teacher actions and discounted returns of ``cfg.steps`` steps."""
+    teacher = make_baseline(cfg.teacher)
+    rng = np.random.default_rng(seed)
+    obs_l, act_l, rew_l, end_l = [], [], [], []
+    obs, _ = env.reset(seed=seed)
+    teacher.reset(seed)
+    for _ in range(cfg.steps):
+        label = teacher.act(obs, env)
+        action = rng.integers(0, env.action_space.nvec) if rng.random() < cfg.explore else label
+        obs_l.append(obs)
+        act_l.append(label)
+        obs, reward, term, trunc, _ = env.step(action)
+        rew_l.append(reward)
+        end_l.append(term or trunc)
+        if term or trunc:
+            obs, _ = env.reset()
+    rewards, ends = np.asarray(rew_l), np.asarray(end_l)
+    returns = np.zeros_like(rewards)
+    acc = 0.0
+    for k in range(len(rewards) - 1, -1, -1):
+        acc = rewards[k] + gamma * acc * (not ends[k])
+        returns[k] = acc
+    return np.stack(obs_l), np.stack(act_l), returns
+
+
+def warm_start(model: Any, env: EdgeCloudEnv, cfg: WarmStartConfig, seed: int) -> dict[str, float]:
+    """Fit ``model``'s policy to the teacher and its value head to the returns, in place."""
+    obs, actions, returns = collect(env, cfg, model.gamma, seed)
+    policy = model.policy
+    policy.set_training_mode(True)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    o = torch.as_tensor(obs)
+    a = torch.as_tensor(actions)
+    r = torch.as_tensor(returns, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(o)
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+            dist = policy.get_distribution(o[idx])
+            bc = -dist.log_prob(a[idx]).mean()
+            value = torch.nn.functional.mse_loss(policy.predict_values(o[idx]).flatten(), r[idx])
+            opt.zero_grad()
+            (bc + 0.5 * value).backward()
+            opt.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        pred = policy.get_distribution(o).mode().numpy()
+    agree = float((pred == actions).all(axis=1).mean())
+    stats = {"teacher": cfg.teacher, "states": n, "agreement": round(agree, 4)}
+    log.info("warm start from %s on %d states: %.1f%% agreement", cfg.teacher, n, 100 * agree)
+    return stats
