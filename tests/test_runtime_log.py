@@ -25,7 +25,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "in_deadline": (bool,), "timely": (bool, type(None)), "latency_ms": (dict,),
     "edge_slowdown": NUM, "cpu_load": NUM, "bw_estimate_mbps": (*NUM, type(None)),
     "rtt_estimate_ms": NUM, "link_mbps": (*NUM, type(None)), "trace_s": (*NUM, type(None)),
-    "cloud_batch": (int, type(None)),
+    "cloud_batch": (int, type(None)), "edge_speed": NUM, "cloud_speed": NUM,
 }  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def check_record(r: dict, n_splits: int, n_exits: int) -> None:
         r["in_deadline"] == (lat["total"] <= r["deadline_ms"] + 1e-6)
         or abs(lat["total"] - r["deadline_ms"]) < 1.0
     )
+    assert 0.1 <= r["edge_speed"] <= 20 and 0.1 <= r["cloud_speed"] <= 20
     if r["label"] is not None:
         assert r["correct"] == (ans["class_id"] == r["label"])
         assert r["timely"] == (r["correct"] and r["in_deadline"])

@@ -185,3 +185,23 @@ def test_edge_observation_matches_the_env(profiled_bundle) -> None:
         st.feature, st.edge_load = env.feature, env.edge_load
         np.testing.assert_allclose(st.observation(env._t), obs, rtol=1e-6, atol=1e-6)
         assert st.estimate_mbps == pytest.approx(env.estimate_mbps)
+
+
+def test_speed_tracker_weighs_inputs_by_their_work(profiled_bundle) -> None:
+    from edgeml.partition.cost import CostModel
+    from edgeml.runtime.edge import LATENCY_KEYS, SpeedTracker
+
+    cost = CostModel.from_bundle(profiled_bundle, edge_slowdown=12.0)
+    tr = SpeedTracker(cost, "int8")
+    assert tr.edge == tr.cloud == 1.0
+    n, last = cost.num_blocks, cost.num_exits - 1
+    full = cost.breakdown(n, last, last, True, "int8").edge_ms / 12.0
+    lat = dict.fromkeys(LATENCY_KEYS, 0.0)
+    for _ in range(20):  # the whole net on the edge, 1.5x slower than profiled
+        tr.update(n, last, 1.0, last, {**lat, "edge_compute": 1.5 * full})
+    assert tr.edge == pytest.approx(1.5, rel=1e-6)
+    for _ in range(5):  # encode-only inputs (split 0), 50x their tiny profiled time
+        enc = cost.breakdown(0, last, last, True, "int8").encode_ms / 12.0
+        tr.update(0, last, 1.0, last, {**lat, "encode": 50 * enc, "cloud_compute": 1.0})
+    assert tr.edge < 3.0  # weighted by work, they cannot swing it far
+    assert tr.cloud != 1.0

@@ -12,6 +12,13 @@ default as long as the cheapest local answer) and then answers locally. So when 
 simulated offload ends past that point, the prediction is that point plus the local
 answer's cost, which is what the daemon does. Inputs that fell back because the cloud was
 unreachable or failed have no prediction (the simulator has no such event).
+
+A second, calibrated prediction replaces the profile's compute speeds by those the edge had
+measured on the inputs before (``edge_speed``/``cloud_speed`` in its log): it separates
+"the link and the model of the action are right" from "this machine computed slower than
+its profile" (here mostly because a core that sleeps between inputs, as the emulated edge
+does, runs the next one with cold caches, about a third slower than the profile's
+back-to-back loop).
 """
 
 from __future__ import annotations
@@ -28,8 +35,6 @@ from edgeml.partition.cost import CostModel
 from edgeml.rl_agent.traces import Trace
 
 __all__ = [
-    "calibrated_cost",
-    "duty_cycle_factor",
     "format_table",
     "plot_runs",
     "predict_latency_ms",
@@ -44,71 +49,40 @@ def predict_latency_ms(
     trace_s: float,
     rtt_ms: float,
     grace: float | None = None,
-    daemon_cost: CostModel | None = None,
+    measured_speed: bool = False,
 ) -> float | None:
     """The simulator's latency for one logged input (None where it has no counterpart).
 
-    ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer,
-    which the daemon computes with its own cost model, ``daemon_cost``, default ``cost``).
+    ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer at
+    the logged CPU load). ``measured_speed`` replaces the profile's compute speed (and the
+    CPU load) by the speeds the edge had measured before this input (``edge_speed``,
+    ``cloud_speed`` of the log): the same model, told how fast the machines really ran.
     """
     from edgeml.runtime.edge import fallback_exits, grace_ms, local_finish_ms
 
     a = rec["action"]
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
-    load = float(rec["cpu_load"])
+    cpu_load = float(rec["cpu_load"])
+    load, fe, fc = cpu_load, 1.0, 1.0
+    if measured_speed:
+        load, fe, fc = 0.0, float(rec.get("edge_speed", 1.0)), float(rec.get("cloud_speed", 1.0))
     where = rec["where"]
     if where == "fallback" and rec["fallback_reason"] != "deadline":
         return None
     j = int(rec["answer"]["exit_index"]) if where != "fallback" else e
-    if where == "fallback" and not one:
-        j = e  # the cloud's stop exit is unknown; the deepest is the conservative guess
     b = cost.breakdown(s, e, j, one, a["codec"], edge_load=load)
     if not b.offloaded:
-        return b.edge_ms
-    pre = b.edge_ms + b.encode_ms
+        return b.edge_ms * fe
+    pre = (b.edge_ms + b.encode_ms) * fe
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
-    latency = pre + d * 1e3 + rtt_ms + b.decode_ms + b.cloud_ms
+    latency = pre + d * 1e3 + rtt_ms + (b.decode_ms + b.cloud_ms) * fc
     if grace is None:
-        grace = grace_ms(daemon_cost or cost, s, e, load)
+        grace = grace_ms(cost, s, e, cpu_load)  # what the daemon computed
     give_up = float(rec["deadline_ms"]) + grace
     if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
-        return give_up + local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load)
+        return give_up + local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load) * fe
     return latency
-
-
-def duty_cycle_factor(bundle: Any, period_s: float = 0.1, repeats: int = 15) -> float:
-    """How much slower the whole network runs once per ``period_s`` than in a hot loop.
-
-    The profile times blocks back to back (hot caches); the daemon computes once per input
-    and sleeps in between, and on this machine that costs about a third more. The factor is
-    measured here in ~2 s, before any run, and calibrates the simulator's compute speed on
-    both sides; the uncalibrated prediction is always reported next to it.
-    """
-    import time
-
-    import torch
-
-    from edgeml.progressive.infer import run_segment
-
-    net, n = bundle.net, bundle.net.num_blocks
-    x = torch.zeros((1, *bundle.manifest.input_shape))
-    times = []
-    for _ in range(repeats):
-        time.sleep(period_s)
-        t0 = time.perf_counter()
-        run_segment(net, x, 0, n, len(net.exits) - 1, 1.0)
-        times.append((time.perf_counter() - t0) * 1e3)
-    prof = bundle.profile
-    hot = float(sum(prof["blocks_ms"])) + float(prof["heads_ms"][str(net.exits[-1])])
-    return max(statistics.median(times) / hot, 1e-3)
-
-
-def calibrated_cost(bundle: Any, edge_slowdown: float, factor: float) -> CostModel:
-    """The cost model with both sides' compute scaled by a :func:`duty_cycle_factor`."""
-    return CostModel.from_bundle(
-        bundle, edge_slowdown=edge_slowdown * factor, cloud_speedup=1.0 / factor
-    )
 
 
 def _compare(lat: Sequence[float], pred: Sequence[float | None], key: str) -> dict[str, Any]:
@@ -131,7 +105,7 @@ def summarize(
     calibrated: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
     """Headline numbers of one run, and its predictions when given (``predicted``: the
-    shipped profile as is; ``calibrated``: with a :func:`duty_cycle_factor`)."""
+    profile and the CPU load; ``calibrated``: with the edge's measured compute speeds)."""
     n = len(records)
     lat = [float(r["latency_ms"]["total"]) for r in records]
     labelled = [r for r in records if r["correct"] is not None]

@@ -146,8 +146,6 @@ def run_demo(cfg: DemoConfig) -> int:
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import (
-        calibrated_cost,
-        duty_cycle_factor,
         format_table,
         plot_runs,
         predict_latency_ms,
@@ -173,8 +171,6 @@ def run_demo(cfg: DemoConfig) -> int:
     offset = cfg.offset_s if cfg.offset_s is not None else 0.0
     source = "scenes" if bundle.manifest.dataset == "scenes" else "fashion-mnist"
     cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
-    factor = duty_cycle_factor(bundle, 1.0 / cfg.rate if cfg.rate > 0 else 0.1)
-    cost_cal = calibrated_cost(bundle, cfg.edge_slowdown, factor)
     print(
         f"edgeml demo: bundle {bundle.path} ({bundle.manifest.model['name']}), policy {policy} "
         f"({policy_origin}), trace {trace_path.name} from {offset:g} s, {cfg.inputs} inputs per "
@@ -217,7 +213,7 @@ def run_demo(cfg: DemoConfig) -> int:
             runs[name] = recs
             pred = [predict_latency_ms(r, cost, trace, r["trace_s"], cfg.rtt_ms) for r in recs]
             cal = [
-                predict_latency_ms(r, cost_cal, trace, r["trace_s"], cfg.rtt_ms, daemon_cost=cost)
+                predict_latency_ms(r, cost, trace, r["trace_s"], cfg.rtt_ms, measured_speed=True)
                 for r in recs
             ]
             results[name] = summarize(recs, pred, cal)
@@ -227,9 +223,8 @@ def run_demo(cfg: DemoConfig) -> int:
     table = format_table(
         results,
         f"edgeml demo: {trace_path.name}, {cfg.inputs} inputs/policy, deadline "
-        f"{cfg.deadline_ms:g} ms, edge slowdown x{cfg.edge_slowdown:g}; sim = simulator with "
-        f"the shipped profile, cal = with compute x{factor:.2f} (duty-cycle factor measured "
-        "here before the runs)",
+        f"{cfg.deadline_ms:g} ms, edge slowdown x{cfg.edge_slowdown:g}; sim = simulator (profile, "
+        "CPU load), cal = simulator told the compute speeds the edge measured before each input",
     )
     print(table)
     png = plot_runs(
@@ -240,7 +235,7 @@ def run_demo(cfg: DemoConfig) -> int:
     report = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "bundle": str(bundle.path), "policy": policy, "policy_origin": policy_origin,
-        "trace": str(trace_path), "duty_cycle_factor": round(factor, 3), "results": results,
+        "trace": str(trace_path), "results": results,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
     (out / "demo.json").write_text(json.dumps(report, indent=2) + "\n")

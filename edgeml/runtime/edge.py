@@ -35,15 +35,17 @@ Log schema (``edgeml.edge/1``), one object per input::
     latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
                 cloud_queue, cloud_decode, cloud_compute, fallback_compute},
     edge_slowdown, cpu_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps, trace_s,
-    cloud_batch
+    cloud_batch, edge_speed, cloud_speed
 
 Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
 handing the request over and having the reply, minus the server's own time; ``uplink`` is
 the part of it spent in the emulated uplink (0 on a real network). ``slowdown_sleep`` is
 the emulated edge slowness, ``(edge_slowdown - 1) x`` the measured edge compute.
-``t_s`` is seconds since the daemon started (monotonic); ``timely`` is ``correct and
-in_deadline`` (null without a label); ``link_mbps``/``trace_s`` are the emulated link's
-bandwidth and trace position when the input started (null on a real network).
+``edge_speed``/``cloud_speed`` are measured over profiled compute so far (see
+:class:`SpeedTracker`). ``t_s`` is seconds since the daemon started (monotonic);
+``timely`` is ``correct and in_deadline`` (null without a label); ``link_mbps`` and
+``trace_s`` are the emulated link's bandwidth and trace position when the input started
+(null on a real network).
 """
 
 from __future__ import annotations
@@ -257,6 +259,52 @@ def _sleep_extra(compute_s: float, factor: float) -> float:
     return extra
 
 
+class SpeedTracker:
+    """How fast edge and cloud really compute, relative to the profile (1.0 = as profiled).
+
+    Ratios of running sums (EWMA) over the inputs so far, measured over profiled compute:
+    on the edge (blocks, heads and encoding, before the emulated slowdown) and in the cloud
+    (decode and blocks, as the server reports them). Summing before dividing weighs each
+    input by its work, so an input that only encodes (microseconds, dominated by fixed
+    overheads) cannot swing the ratio. Logged with every input as known *before* it, so a
+    prediction that uses them stays causal. They are diagnostics: the policy sees psutil's
+    CPU load, as in the simulator.
+    """
+
+    def __init__(self, cost: CostModel, codec: str, alpha: float = 0.1) -> None:
+        self.cost, self.codec, self.alpha = cost, codec, alpha
+        self._edge = [0.0, 0.0]  # EWMA of measured ms, of profiled ms
+        self._cloud = [0.0, 0.0]
+
+    @staticmethod
+    def _ratio(acc: list[float]) -> float:
+        return min(max(acc[0] / acc[1], 0.1), 20.0) if acc[1] > 0 else 1.0
+
+    @property
+    def edge(self) -> float:
+        return self._ratio(self._edge)
+
+    @property
+    def cloud(self) -> float:
+        return self._ratio(self._cloud)
+
+    def _mix(self, acc: list[float], measured: float, profiled: float) -> None:
+        if acc[1] == 0:
+            acc[0], acc[1] = measured, profiled
+        else:
+            acc[0] += self.alpha * (measured - acc[0])
+            acc[1] += self.alpha * (profiled - acc[1])
+
+    def update(self, s: int, e: int, tau: float, stop: int, lat: dict[str, float]) -> None:
+        b = self.cost.breakdown(s, e, stop, tau >= 1.0, self.codec, 0.0)
+        edge_prof = (b.edge_ms + b.encode_ms) / self.cost.edge_slowdown
+        if edge_prof > 0:
+            self._mix(self._edge, lat["edge_compute"] + lat["encode"], edge_prof)
+        served = lat["cloud_compute"] + lat["cloud_decode"]
+        if b.offloaded and served > 0:
+            self._mix(self._cloud, served, b.cloud_ms + b.decode_ms)
+
+
 def local_finish_ms(cost: CostModel, s: int, k: int, load: float) -> float:
     """Edge time to go on from split ``s`` to exit ``k`` locally (blocks and head, slowed)."""
     blocks = float(np.sum(cost.blocks_ms[s : cost.exits[k]]))
@@ -315,6 +363,7 @@ class EdgeDaemon:
         self._cloud_down = False
         self._last_reconnect = 0.0
         self._overhead = 160  # request bytes beyond the tensor's; learnt from the first reply
+        self.speed = SpeedTracker(self.cost, cfg.codec)
         self.metrics = EdgeMetrics(cfg.edge_slowdown)
         self.load = CpuLoad()
         self.stop_event = threading.Event()
@@ -460,6 +509,9 @@ class EdgeDaemon:
         end = time.monotonic()
         lat["total"] = (end - start) * 1e3
         in_deadline = end <= deadline
+        edge_speed, cloud_speed = self.speed.edge, self.speed.cloud  # known before this input
+        if where != "fallback":
+            self.speed.update(s, e, tau, answer.exit_index, lat)
         correct = None if item.label is None else answer.class_id == item.label
         offloaded = where == "cloud"
         st.record_answer(lat["total"], answer.confidence, answer.exit_index, where != "edge")
@@ -483,7 +535,8 @@ class EdgeDaemon:
             "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
             "rtt_estimate_ms": round(st.scenario.rtt_ms, 3),
             "link_mbps": link_mbps, "trace_s": None if trace_s is None else round(trace_s, 3),
-            "cloud_batch": batch,
+            "cloud_batch": batch, "edge_speed": round(edge_speed, 4),
+            "cloud_speed": round(cloud_speed, 4),
         }  # fmt: skip
         return rec
 

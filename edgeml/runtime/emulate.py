@@ -231,8 +231,6 @@ def run_emulate(cfg: EmulateConfig) -> int:
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import (
-        calibrated_cost,
-        duty_cycle_factor,
         format_table,
         plot_runs,
         predict_latency_ms,
@@ -255,8 +253,6 @@ def run_emulate(cfg: EmulateConfig) -> int:
     policy, origin = resolve_policy(cfg.policy, bundle, out, dcfg)
     traces = [(Path(t), load_trace(t)) for t in cfg.traces]
     cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
-    factor = duty_cycle_factor(bundle, 1.0 / cfg.rate if cfg.rate > 0 else 0.1)
-    cost_cal = calibrated_cost(bundle, cfg.edge_slowdown, factor)
     source = "scenes" if bundle.manifest.dataset == "scenes" else "fashion-mnist"
 
     net = Netns()
@@ -271,7 +267,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
     report: dict[str, Any] = {
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "bundle": str(bundle.path), "policy": policy, "policy_origin": origin,
-        "duty_cycle_factor": round(factor, 3), "traces": {},
+        "traces": {},
     }  # fmt: skip
     py = sys.executable
     try:
@@ -306,7 +302,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
                     for r, ts in zip(recs, tts, strict=True)
                 ]
                 cal = [
-                    predict_latency_ms(r, cost_cal, trace, ts, cfg.rtt_ms, daemon_cost=cost)
+                    predict_latency_ms(r, cost, trace, ts, cfg.rtt_ms, measured_speed=True)
                     for r, ts in zip(recs, tts, strict=True)
                 ]
                 results[name] = summarize(recs, pred, cal)
@@ -319,7 +315,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
                 )
             title = (
                 f"edgeml emulate: {trace_path.name} (kernel tbf, edge x{cfg.edge_slowdown:g}); "
-                f"cal = simulator with compute x{factor:.2f} (duty-cycle factor)"
+                "cal = simulator told the compute speeds measured before each input"
             )
             print(format_table(results, title), flush=True)
             plot_runs(
@@ -386,4 +382,7 @@ def _run_policy(
     if edge.returncode != 0:
         raise EmulationError(f"edge ({name}) exited {edge.returncode}:\n{''.join(lines)}")
     recs = [json.loads(line) for line in log_path.read_text().splitlines()]
+    (log_path.parent / f"{name}.shaper.json").write_text(
+        json.dumps({"t0_unix": shaper.t0, "offset_s": cfg.offset_s, "errors": shaper.errors})
+    )
     return recs, [shaper.trace_s(r["t_unix"]) for r in recs]
