@@ -26,8 +26,8 @@ CONTRACT_POLICIES = {"ppo", "oracle", "oracle_sample", "edge_only", "cloud_only"
 @pytest.fixture(scope="module")
 def trained(profiled_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     cfg = TrainConfig(timesteps=4096, n_envs=4, n_steps=256, batch_size=256, seed=0,
-                      eval_freq=2048, eval_episodes=3, progress=False,
-                      warm_start=WarmStartConfig(teacher="none"))  # fmt: skip
+                      eval_freq=2048, eval_episodes=3, progress=False, learning_rate=3e-4,
+                      net_arch=(64, 64), warm_start=WarmStartConfig(teacher="none"))  # fmt: skip
     out = tmp_path_factory.mktemp("policy") / "p.zip"
     return train_agent(profiled_bundle, load_traces(), out, cfg, Scenario(episode_steps=200))
 

@@ -1,13 +1,19 @@
-"""Behaviour-cloning warm start of the PPO policy from a teacher (default: the oracle).
+"""Behaviour-cloning warm start of the PPO policy from a teacher (default: Edgent).
 
 Why: the action is factorised (split, exit, tau) and its payoffs are coupled. Offloading
 pays only together with a deeper exit (the input goes to the cloud *and* the cloud runs
 more blocks); either change alone loses. From a uniform start, PPO first learns the safe
 local action (exit 1 on the edge) and the joint move (split 0, exit 2-3) then has
-probability ~1e-6 per input, so it is never tried. Cloning the teacher's choices from the
-edge's own observations starts PPO where offloading is already in the policy's support;
-PPO then improves on what the teacher's hidden knowledge cannot be turned into from the
-observation alone.
+probability ~1e-6 per input, so it is never tried. Cloning a teacher's choices from the
+edge's own observations starts PPO where offloading is already in the policy's support,
+and PPO refines from there.
+
+The default teacher is Edgent, not the oracle: Edgent's choice is a function of the
+observation (estimate, load, deadline), so it can be cloned almost exactly (99% of
+states), while the oracle's depends on the true future bandwidth and level, which the
+observation does not hold; cloning it gives the oracle's most frequent choice per
+observation (~70% agreement), a worse start (measured on validation episodes of the
+default bundle: PPO 0.813 from the oracle vs 0.819 from Edgent, timely accuracy).
 
 States come from the teacher's own rollouts with a share ``explore`` of random actions (so
 the student also sees states off the teacher's path, as a DAgger round would); each is
@@ -39,10 +45,10 @@ class WarmStartConfig:
     :param explore: share of steps that execute a random action (the label stays the teacher's).
     """
 
-    teacher: str = "oracle"
-    steps: int = 40_000
+    teacher: str = "edgent"
+    steps: int = 80_000
     explore: float = 0.2
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 512
     learning_rate: float = 1e-3
 
