@@ -213,7 +213,13 @@ def plot_runs(
         ax2.step(t, [r["action"]["exit"] for r in recs], where="post", color="tab:purple", lw=0.8)
         ax2.set_ylim(-0.5, top + 0.5)
         ax2.set_ylabel("split (orange)\nexit (purple)", fontsize=7)
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", ls="", color=c, label=w)
+        for w, c in (("edge", "tab:green"), ("cloud", "tab:blue"), ("fallback", "tab:red"))
+    ]
+    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7, ncol=3)
     ax = axes[-1, 0]
     secs = np.arange(0, math.ceil(t_max) + 1)
     ax.step(secs, [trace.mbps_at(offset_s + s) for s in secs], where="post", color="k")
