@@ -40,8 +40,8 @@ def test_cloud_killed_and_restarted(profiled_bundle: Bundle, tmp_path) -> None:
             lambda rs: sum(r["where"] == "cloud" for r in rs) >= 10, 120, "10 cloud answers"
         )
         t_kill = server.kill()
-        # Stay down long enough for gRPC's reconnect backoff to grow past several seconds:
-        # a channel left to itself would then miss the 2 s resume bound.
+        # Stay down long enough for gRPC's reconnect backoff to grow to its cap: a channel
+        # left to itself (default cap 120 s) would then miss the 2 s resume bound.
         edge.wait_for(
             lambda rs: any(r["t_unix"] > t_kill + DOWN_S and r["fallback"] for r in rs),
             30, "fallbacks after the kill",

@@ -397,9 +397,10 @@ class EdgeDaemon:
     def _reconnect(self) -> None:
         """Try a fresh channel while the cloud is unreachable; swap it in once it answers.
 
-        gRPC's own reconnect backoff grows to tens of seconds after a long outage, so a
-        restarted cloud would wait that long for its first request. A fresh channel connects
-        at once. The old one is closed at shutdown (a call in flight on it may finish).
+        The old channel's reconnect backoff (capped by ``ClientConfig.max_reconnect_backoff_s``)
+        may still be up to a second away from its next try; a fresh channel, with its own
+        subchannel, connects at once. The old one is closed at shutdown (a call in flight on
+        it may finish).
         """
         self._last_reconnect = time.monotonic()
         fresh = self._new_client()
@@ -644,12 +645,13 @@ class EdgeDaemon:
 
     def _probe_loop(self) -> None:
         while not self.stop_event.wait(0.05):
-            if (
-                self._own_client
-                and self._cloud_down
-                and time.monotonic() - self._last_reconnect >= self.config.reconnect_every_s
-            ):
-                self._reconnect()
+            if self._own_client and self._cloud_down:
+                # While down, the fresh-channel attempt is the probe: a probe on the old
+                # channel would block this loop for its whole deadline and push the next
+                # attempt (and so the resume after a restart) back by a second or more.
+                if time.monotonic() - self._last_reconnect >= self.config.reconnect_every_s:
+                    self._reconnect()
+                continue
             with self._est_lock:
                 due = self.estimator.should_probe()
             if due:

@@ -106,6 +106,8 @@ class ClientConfig:
     :param keepalive_s: interval of HTTP/2 keepalive pings; spots a dead link between inputs.
     :param keepalive_timeout_s: how long a ping may go unanswered before the link is dropped.
     :param max_message_bytes: largest request the channel may send.
+    :param max_reconnect_backoff_s: cap of gRPC's reconnect backoff (its default, 120 s,
+        would keep a restarted cloud idle for minutes after a long outage).
     """
 
     targets: str = "127.0.0.1:50051"
@@ -120,12 +122,17 @@ class ClientConfig:
     keepalive_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     max_message_bytes: int = 16 * MiB
+    max_reconnect_backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert/tls_key: give both for mutual TLS, or neither")
         if not 1 <= self.max_attempts <= 5:
             raise ValueError(f"max_attempts: {self.max_attempts} not in 1..5")
+        if self.max_reconnect_backoff_s <= 0:
+            raise ValueError(
+                f"max_reconnect_backoff_s: must be > 0, got {self.max_reconnect_backoff_s}"
+            )
         if self.default_timeout_s <= 0:
             raise ValueError(f"default_timeout_s: must be > 0, got {self.default_timeout_s}")
 
@@ -247,6 +254,11 @@ def channel_options(cfg: ClientConfig) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.default_compression_algorithm", 0),  # tensors are already encoded
+        ("grpc.initial_reconnect_backoff_ms", min(100, int(cfg.max_reconnect_backoff_s * 1000))),
+        ("grpc.max_reconnect_backoff_ms", int(cfg.max_reconnect_backoff_s * 1000)),
+        # Channels share subchannels (and so their backoff) process-wide by default; a
+        # fresh channel opened to get past a long backoff must really be fresh.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if cfg.tls_server_name:
         opts.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
