@@ -97,6 +97,12 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--run", default="", help="label written into every log line")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc malloc alone (default: keep freed multi-MB tensor buffers mapped; "
+        "see edgeml/transport/malloc.py)",
+    )
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
@@ -105,7 +111,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
     from edgeml.bundle import BundleError
     from edgeml.runtime.edge import EdgeConfig, run_edge
     from edgeml.transport.client import WeightsMismatchError
+    from edgeml.transport.malloc import tune_malloc
 
+    tune_malloc(enabled=not args.no_malloc_tuning)
     token = os.environ.get(args.token_env) if args.token_env else None
     if args.token_env and token is None:
         print(f"edgeml edge: --token-env: ${args.token_env} is not set", file=sys.stderr)
