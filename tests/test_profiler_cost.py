@@ -193,6 +193,21 @@ def test_cost_edge_load_and_cloud_speedup(hand: CostModel) -> None:
     assert b.cloud_ms == pytest.approx(9.25 / 2) and b.decode_ms == pytest.approx(0.3)
 
 
+def test_cost_local_fallback_exact(hand: CostModel) -> None:
+    # Exits at blocks 2 and 4 (EXITS); slowdown 10, load 1 doubles edge time.
+    assert hand.fallback_exits(0, 1) == [0, 1]
+    assert hand.fallback_exits(1, 0) == [0]  # only exits up to the chosen one
+    assert hand.fallback_exits(3, 0) == [1]  # none up to it: the ones past the split
+    # From split 1 to exit 1: blocks 2-4 and head 4, slowed (no rule overheads).
+    assert hand.local_finish_ms(1, 1, 1.0) == pytest.approx(10 * 2 * (2 + 3 + 4 + 0.25))
+    assert hand.cheapest_fallback_ms(1, 1) == pytest.approx(10 * (2 + 0.5))
+    assert hand.cheapest_fallback_ms(3, 0) == pytest.approx(10 * (4 + 0.25))
+    # The deepest exit that fits the budget, else the shallowest.
+    assert hand.fallback_exit(1, 1, 100.0) == 1
+    assert hand.fallback_exit(1, 1, 30.0) == 0
+    assert hand.fallback_exit(1, 1, -5.0) == 0
+
+
 def test_cost_rule_overheads_exact() -> None:
     rule = {"segment": 0.1, "exit_check": 0.01, "exit_decide": 0.05}
     cm = CostModel.from_profile({**HAND, "rule_overhead_ms": rule}, EXITS)

@@ -28,6 +28,11 @@ makes everything on the edge take twice as long); ``speedup = cloud_speedup``. 0
 makes an offloading action infinitely slow. The reply is a few bytes: its time is part of
 the RTT.
 
+The runtime's local fallback (an offload that failed or came too late) goes on from split
+``s`` on the edge to an exit ``k`` past ``s`` (up to ``e`` if there is one)::
+
+    local_finish(s, k) = slow * load * (sum B[s+1..exits[k]] + H[k])
+
 Everything that does not depend on the link is precomputed as arrays over
 ``(split, exit, stop exit, tau_is_one)`` in the constructor, so :meth:`CostModel.latency_ms`
 is a handful of lookups (the simulator calls it millions of times) and
@@ -321,6 +326,34 @@ class CostModel:
             self.offloaded, per_split[:, None, None, None] + self.cloud_compute_ms, 0.0
         )
         return self.edge_compute_ms * load + offload
+
+    def fallback_exits(self, split: int, exit_index: int) -> list[int]:
+        """Exits a local fallback from ``split`` may answer at: past ``split``, up to
+        ``exit_index`` if any (else the ones past it: the edge must answer somewhere)."""
+        past = [k for k, b in enumerate(self.exits) if b > split]
+        return [k for k in past if k <= exit_index] or past
+
+    def local_finish_ms(self, split: int, stop_exit_index: int, edge_load: float = 0.0) -> float:
+        """Edge time to go on locally from ``split`` to exit ``stop_exit_index`` (blocks and
+        head, slowed): the cost of a fallback answer."""
+        blocks = float(np.sum(self.blocks_ms[split : self.exits[stop_exit_index]]))
+        head = float(self.heads_ms[stop_exit_index])
+        return self.edge_slowdown * (1.0 + edge_load) * (blocks + head)
+
+    def cheapest_fallback_ms(self, split: int, exit_index: int, edge_load: float = 0.0) -> float:
+        """The cheapest local answer from ``split``: the shallowest fallback exit's cost (the
+        daemon's default grace past the deadline, and its answer once that has passed)."""
+        k = min(self.fallback_exits(split, exit_index))
+        return self.local_finish_ms(split, k, edge_load)
+
+    def fallback_exit(
+        self, split: int, exit_index: int, budget_ms: float, edge_load: float = 0.0
+    ) -> int:
+        """The deepest fallback exit whose local finish fits in ``budget_ms``, else the
+        shallowest one (late either way, so answer as soon as possible)."""
+        past = self.fallback_exits(split, exit_index)
+        fits = [k for k in past if self.local_finish_ms(split, k, edge_load) <= budget_ms]
+        return max(fits) if fits else min(past)
 
     def compute_ms(
         self, split: int, exit_index: int, stop_exit_index: int, tau_is_one: bool

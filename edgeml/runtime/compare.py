@@ -58,8 +58,6 @@ def predict_latency_ms(
     CPU load) by the speeds the edge had measured before this input (``edge_speed``,
     ``cloud_speed`` of the log): the same model, told how fast the machines really ran.
     """
-    from edgeml.runtime.edge import fallback_exits, grace_ms, local_finish_ms
-
     a = rec["action"]
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
@@ -78,10 +76,10 @@ def predict_latency_ms(
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
     latency = pre + d * 1e3 + rtt_ms + (b.decode_ms + b.cloud_ms) * fc
     if grace is None:
-        grace = grace_ms(cost, s, e, cpu_load)  # what the daemon computed
+        grace = cost.cheapest_fallback_ms(s, e, cpu_load)  # what the daemon computed
     give_up = float(rec["deadline_ms"]) + grace
     if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
-        return give_up + local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load) * fe
+        return give_up + cost.cheapest_fallback_ms(s, e, load) * fe
     return latency
 
 

@@ -305,24 +305,6 @@ class SpeedTracker:
             self._mix(self._cloud, served, b.cloud_ms + b.decode_ms)
 
 
-def local_finish_ms(cost: CostModel, s: int, k: int, load: float) -> float:
-    """Edge time to go on from split ``s`` to exit ``k`` locally (blocks and head, slowed)."""
-    blocks = float(np.sum(cost.blocks_ms[s : cost.exits[k]]))
-    return cost.edge_slowdown * (1.0 + load) * (blocks + float(cost.heads_ms[k]))
-
-
-def fallback_exits(cost: CostModel, s: int, e: int) -> list[int]:
-    """Exits a local fallback from split ``s`` may answer at: past ``s``, up to ``e`` if any."""
-    past = [k for k, b in enumerate(cost.exits) if b > s]
-    return [k for k in past if k <= e] or past
-
-
-def grace_ms(cost: CostModel, s: int, e: int, load: float) -> float:
-    """How long past the deadline the edge still waits for the cloud: as long as the
-    cheapest local answer would take (waiting is never worse by more than that)."""
-    return local_finish_ms(cost, s, min(fallback_exits(cost, s, e)), load)
-
-
 class EdgeDaemon:
     """One edge: bundle, policy, client, estimator, link emulation, log, metrics.
 
@@ -454,10 +436,7 @@ class EdgeDaemon:
         Returns the answer, its compute time and the slowdown sleep (seconds).
         """
         cost = self.cost
-        remaining_ms = (deadline - time.monotonic()) * 1e3
-        past = fallback_exits(cost, s, e)
-        fits = [k for k in past if local_finish_ms(cost, s, k, load) <= remaining_ms]
-        k = max(fits) if fits else min(past)
+        k = cost.fallback_exit(s, e, (deadline - time.monotonic()) * 1e3, load)
         t0 = time.perf_counter()
         res = run_segment(self.net, hidden, s, cost.exits[k], k, tau)
         compute = time.perf_counter() - t0
@@ -501,7 +480,9 @@ class EdgeDaemon:
             enc_s = time.perf_counter() - t0
             lat["encode"] = enc_s * 1e3
             lat["slowdown_sleep"] = _sleep_extra(compute + enc_s, cfg.edge_slowdown) * 1e3
-            grace = cfg.grace_ms if cfg.grace_ms is not None else grace_ms(self.cost, s, e, load)
+            grace = cfg.grace_ms
+            if grace is None:  # as long as the cheapest local answer: waiting costs <= that
+                grace = self.cost.cheapest_fallback_ms(s, e, load)
             answer, where, fallback_reason, nbytes, batch = self._offload(
                 enc, res.hidden, s, e, tau, deadline, deadline + grace / 1e3, load, lat
             )
