@@ -164,7 +164,8 @@ def test_paced_rate_stop_and_max_inputs() -> None:
 
 
 def test_edge_observation_matches_the_env(profiled_bundle) -> None:
-    """The daemon's observation vector equals the simulator's for the same knowledge."""
+    """The daemon's observation vector equals the simulator's, bit for bit, for the same
+    knowledge (both call one builder; this catches either side feeding it differently)."""
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.env import EdgeCloudEnv
     from edgeml.runtime.observation import EdgeState
@@ -183,8 +184,30 @@ def test_edge_observation_matches_the_env(profiled_bundle) -> None:
             st.lat.appendleft(lat)
         st.last_conf, st.last_exit, st.last_off = env._last_conf, env._last_exit, env._last_off
         st.feature, st.edge_load = env.feature, env.edge_load
-        np.testing.assert_allclose(st.observation(env._t), obs, rtol=1e-6, atol=1e-6)
-        assert st.estimate_mbps == pytest.approx(env.estimate_mbps)
+        assert st.observation(env._t).dtype == obs.dtype == np.float32
+        np.testing.assert_array_equal(st.observation(env._t), obs)
+        assert st.estimate_mbps == env.estimate_mbps
+
+
+def test_observation_builder_pinned_to_the_trained_layout() -> None:
+    """The entries, order, scaling and caps the shipped policy was trained on."""
+    from edgeml.rl_agent.observation import MIN_MBPS, build_observation, obs_size
+
+    meas = [(1.0, 100.0), (4.0, 0.0)]  # oldest first; the outage is floored
+    obs = build_observation(
+        meas, 5.0, 3, 40.0, 80.0, [800.0, 40.0, 0.0], 0.9, 1, 3, 1.0, -7.0, 6.0
+    )  # history 3: one slot padded
+    est = 2 / (1 / 100.0 + 1 / MIN_MBPS)
+    want = [
+        math.log10(MIN_MBPS) / 2, 1.0, math.log10(est) / 2,  # newest first, then padding
+        0.1, 0.4, 3.0,  # ages / 10, padding at the cap
+        math.log10(est) / 2, 0.5,  # estimate, RTT / deadline
+        5.0, 0.5, 0.0,  # latencies / deadline, capped at 5
+        0.9, 0.5, 1.0,  # confidence, exit / (E - 1), offloaded
+        -5.0, 5.0, 0.8,  # feature z (clipped), load (capped), deadline / 100
+    ]  # fmt: skip
+    assert obs.shape == (obs_size(3),) and obs.dtype == np.float32
+    np.testing.assert_array_equal(obs, np.asarray(want, dtype=np.float32))
 
 
 def test_speed_tracker_weighs_inputs_by_their_work(profiled_bundle) -> None:

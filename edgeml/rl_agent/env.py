@@ -5,21 +5,10 @@ uplink follows a real bandwidth trace (:mod:`.traces`); the edge core carries a 
 load; latency of an action comes from the bundle's cost model with the link time
 integrated over the trace; accuracy is the bundle's calibration table.
 
-The agent sees only what the edge can know (all scaled to roughly [-2, 2]):
-
-====================  ==================================================================
-index                 meaning
-====================  ==================================================================
-``0..K-1``            log10 of the last ``K`` measured throughputs (Mbps) / 2, newest first
-``K..2K-1``           their ages, seconds / 10 (capped at 3)
-``2K``                log10 of the harmonic-mean estimate over them / 2
-``2K+1``              RTT / deadline
-``2K+2..2K+4``        the last three latencies / deadline (capped at 5)
-``2K+5..2K+7``        the last answer's confidence, its exit / (E-1), whether it was offloaded
-``2K+8``              the current input's cheap difficulty feature (z-score over calibration)
-``2K+9``              the edge's background load (``1 + load`` slows edge compute)
-``2K+10``             the deadline / 100 ms
-====================  ==================================================================
+The agent sees only what the edge can know: measured throughputs and their ages, RTT,
+recent latencies and answers, the input's difficulty feature, the edge's load and the
+deadline (the vector is built by :func:`edgeml.rl_agent.observation.build_observation`,
+which the edge daemon calls too; its table of entries is there).
 
 Throughput is measured only by the edge's own transfers: every offload, and a small probe
 the edge sends when it has measured nothing for ``probe_interval_s`` (so a policy that
@@ -61,6 +50,13 @@ from edgeml.bundle import Bundle
 from edgeml.partition.cost import CostModel
 from edgeml.progressive.infer import TAUS
 from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
+from edgeml.rl_agent.observation import (
+    N_LAST_LATENCIES,
+    FeatureScale,
+    build_observation,
+    estimate_mbps,
+    obs_size,
+)
 from edgeml.rl_agent.tables import ActionCosts, Outcomes
 from edgeml.rl_agent.traces import Trace, load_traces
 
@@ -69,8 +65,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ENV_ID", "EdgeCloudEnv", "Scenario", "obs_size"]
 
 ENV_ID = "edgeml/EdgeCloud-v0"
-MIN_MBPS = 1e-3  # floor for logs and harmonic means: an outage measures as 1 kbit/s
-N_LAST_LATENCIES = 3
 
 
 @dataclass
@@ -165,10 +159,6 @@ class Scenario:
         return {f.name for f in fields(cls)}
 
 
-def obs_size(history: int) -> int:
-    return 2 * history + 11
-
-
 @functools.lru_cache(maxsize=8)
 def _cached_bundle(path: str, mtime: float) -> Bundle:
     return Bundle.load(path)
@@ -236,8 +226,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self.n_splits, self.n_exits, self.n_taus = self.costs.shape[:3]
         self.action_space = spaces.MultiDiscrete([self.n_splits, self.n_exits, self.n_taus])
         self.observation_space = spaces.Box(-5.0, 5.0, (obs_size(sc.history),), np.float32)
-        self._feat_mean = float(cal.feature.mean())
-        self._feat_std = float(cal.feature.std()) or 1.0
+        self._feat_scale = FeatureScale.from_calibration(cal)
         # Python mirrors of the hot tables (list indexing beats numpy scalar indexing).
         self._edge = self.costs.edge_ms.tolist()
         self._far = self.costs.far_ms.tolist()
@@ -352,9 +341,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
     @property
     def estimate_mbps(self) -> float:
         """Harmonic mean of the measured throughputs (what the baselines plan with)."""
-        if not self._meas:
-            return MIN_MBPS
-        return len(self._meas) / sum(1.0 / max(m, MIN_MBPS) for _, m in self._meas)
+        return estimate_mbps(self._meas)
 
     @property
     def edge_load(self) -> float:
@@ -429,29 +416,13 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         sc = self.scenario
-        k = sc.history
-        meas = list(self._meas)[::-1]  # newest first
-        est = self.estimate_mbps
-        vals = [math.log10(max(m, MIN_MBPS)) / 2.0 for _, m in meas]
-        ages = [min((self._t - t) / 10.0, 3.0) for t, _ in meas]
-        vals += [math.log10(est) / 2.0] * (k - len(vals))
-        ages += [3.0] * (k - len(ages))
-        d = sc.deadline_ms
         step = min(self._step, sc.episode_steps - 1)
         feat = self._features[self._samples[step]]
-        obs = (
-            vals
-            + ages
-            + [math.log10(est) / 2.0, sc.rtt_ms / d]
-            + [min(x / d, 5.0) for x in self._lat]
-            + [self._last_conf, self._last_exit / max(self.n_exits - 1, 1), self._last_off]
-            + [
-                max(min((feat - self._feat_mean) / self._feat_std, 5.0), -5.0),
-                min(self._load[step], 5.0),
-                min(d / 100.0, 5.0),
-            ]
-        )
-        return np.asarray(obs, dtype=np.float32)
+        return build_observation(
+            self._meas, self._t, sc.history, sc.rtt_ms, sc.deadline_ms, self._lat,
+            self._last_conf, self._last_exit, self.n_exits, self._last_off,
+            self._feat_scale.z(feat), self._load[step],
+        )  # fmt: skip
 
     def _info_reset(self) -> dict[str, Any]:
         return {

@@ -1,11 +1,10 @@
 """What the edge knows, kept up to date input by input, as the policy's observation.
 
 The agent was trained on :class:`edgeml.rl_agent.env.EdgeCloudEnv`'s observation vector,
-so the daemon must build the very same vector from its own measurements: the same
-entries, order, scaling and caps (see the env's module docstring for the table). The env
-builds it from private simulator state with no reusable function, so this module mirrors
-``EdgeCloudEnv._obs``; ``tests/test_runtime_units.py`` checks the two agree on a stepped
-env, so a change on either side fails a test instead of silently feeding the agent garbage.
+so the daemon builds it with the same function,
+:func:`edgeml.rl_agent.observation.build_observation`, from its own measurements;
+``tests/test_runtime_units.py`` checks the two vectors are identical on a stepped env, so
+feeding the builder differently on either side fails a test.
 
 :class:`EdgeState` also quacks like the env for the edge-side baselines of
 :mod:`edgeml.rl_agent.baselines` (``estimate_mbps``, ``edge_load``, ``scenario``, ``cost``,
@@ -15,7 +14,6 @@ baseline code as the simulator instead of a re-implementation.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -25,7 +23,13 @@ from gymnasium import spaces
 from edgeml.bundle import Bundle
 from edgeml.partition.cost import CostModel
 from edgeml.progressive.infer import TAUS
-from edgeml.rl_agent.env import MIN_MBPS, N_LAST_LATENCIES, obs_size
+from edgeml.rl_agent.observation import (
+    N_LAST_LATENCIES,
+    FeatureScale,
+    build_observation,
+    estimate_mbps,
+    obs_size,
+)
 from edgeml.rl_agent.tables import Outcomes
 
 __all__ = ["EdgeScenario", "EdgeState"]
@@ -66,12 +70,11 @@ class EdgeState:
         self.n_exits = cost.num_exits
         self.action_space = spaces.MultiDiscrete([self.n_splits, self.n_exits, len(TAUS)])
         self.scenario = EdgeScenario(codec, rtt_ms, deadline_ms)
-        self._feat_mean = float(cal.feature.mean())
-        self._feat_std = float(cal.feature.std()) or 1.0
+        self._feat_scale = FeatureScale.from_calibration(cal)
         self.meas: deque[tuple[float, float]] = deque(maxlen=history)  # (time, Mbps)
         self.lat: deque[float] = deque([0.0] * N_LAST_LATENCIES, maxlen=N_LAST_LATENCIES)
         self.last_conf, self.last_exit, self.last_off = 0.0, 0, 0.0
-        self.feature = self._feat_mean
+        self.feature = self._feat_scale.mean
         self.edge_load = 0.0
 
     @property
@@ -100,28 +103,14 @@ class EdgeState:
 
     @property
     def estimate_mbps(self) -> float:
-        """Harmonic mean of the measured throughputs, floored as the env does."""
-        if not self.meas:
-            return MIN_MBPS
-        return len(self.meas) / sum(1.0 / max(m, MIN_MBPS) for _, m in self.meas)
+        """Harmonic mean of the measured throughputs, as the env computes it."""
+        return estimate_mbps(self.meas)
 
     def observation(self, now: float) -> np.ndarray:
         """The env's observation vector for the current input (``now`` on the meas clock)."""
-        k = self.history
-        meas = list(self.meas)[::-1]  # newest first
-        est = self.estimate_mbps
-        vals = [math.log10(max(m, MIN_MBPS)) / 2.0 for _, m in meas]
-        ages = [min((now - t) / 10.0, 3.0) for t, _ in meas]
-        vals += [math.log10(est) / 2.0] * (k - len(vals))
-        ages += [3.0] * (k - len(ages))
-        d = self.scenario.deadline_ms
-        feat_z = (self.feature - self._feat_mean) / self._feat_std
-        obs = (
-            vals
-            + ages
-            + [math.log10(est) / 2.0, self.scenario.rtt_ms / d]
-            + [min(x / d, 5.0) for x in self.lat]
-            + [self.last_conf, self.last_exit / max(self.n_exits - 1, 1), self.last_off]
-            + [max(min(feat_z, 5.0), -5.0), min(self.edge_load, 5.0), min(d / 100.0, 5.0)]
-        )
-        return np.asarray(obs, dtype=np.float32)
+        sc = self.scenario
+        return build_observation(
+            self.meas, now, self.history, sc.rtt_ms, sc.deadline_ms, self.lat,
+            self.last_conf, self.last_exit, self.n_exits, self.last_off,
+            self._feat_scale.z(self.feature), self.edge_load,
+        )  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeml.progressive.infer import TAUS
+from edgeml.rl_agent.observation import history_for
 from edgeml.runtime.observation import EdgeState
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ActorPolicy:
 
     @property
     def history(self) -> int:
-        return (self.actor.obs_size - 11) // 2  # type: ignore[attr-defined]
+        return history_for(self.actor.obs_size)  # type: ignore[attr-defined]
 
     def decide(self, state: EdgeState, now: float) -> tuple[int, int, int]:
         a = self.actor.act(state.observation(now))  # type: ignore[attr-defined]

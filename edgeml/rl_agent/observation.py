@@ -1,0 +1,115 @@
+"""The agent's observation vector: built here once for the simulator and the edge daemon.
+
+The shipped policy was trained on this exact vector, so :class:`~edgeml.rl_agent.env.
+EdgeCloudEnv` (from simulator state) and :class:`~edgeml.runtime.observation.EdgeState`
+(from the daemon's measurements) both call :func:`build_observation`; they differ only in
+where the numbers come from. Entries (all scaled to roughly [-2, 2]):
+
+====================  ==================================================================
+index                 meaning
+====================  ==================================================================
+``0..K-1``            log10 of the last ``K`` measured throughputs (Mbps) / 2, newest first
+``K..2K-1``           their ages, seconds / 10 (capped at 3)
+``2K``                log10 of the harmonic-mean estimate over them / 2
+``2K+1``              RTT / deadline
+``2K+2..2K+4``        the last three latencies / deadline (capped at 5)
+``2K+5..2K+7``        the last answer's confidence, its exit / (E-1), whether it was offloaded
+``2K+8``              the current input's cheap difficulty feature (z-score over calibration)
+``2K+9``              the edge's background load (``1 + load`` slows edge compute)
+``2K+10``             the deadline / 100 ms
+====================  ==================================================================
+
+Missing measurements (fewer than ``K``) are padded with the estimate and the age cap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MIN_MBPS",
+    "N_LAST_LATENCIES",
+    "FeatureScale",
+    "build_observation",
+    "estimate_mbps",
+    "history_for",
+    "obs_size",
+]
+
+MIN_MBPS = 1e-3  # floor for logs and harmonic means: an outage measures as 1 kbit/s
+N_LAST_LATENCIES = 3
+
+
+def obs_size(history: int) -> int:
+    """Length of the vector for ``history`` throughput measurements."""
+    return 2 * history + 11
+
+
+def history_for(size: int) -> int:
+    """The ``history`` an observation of ``size`` entries holds (an actor's input size)."""
+    return (size - 11) // 2
+
+
+@dataclass(frozen=True)
+class FeatureScale:
+    """Mean and spread of the difficulty feature over the calibration set (its z-score)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def from_calibration(cls, calibration: Any) -> FeatureScale:
+        feature = calibration.feature
+        return cls(float(feature.mean()), float(feature.std()) or 1.0)
+
+    def z(self, feature: float) -> float:
+        return (feature - self.mean) / self.std
+
+
+def estimate_mbps(meas: Collection[tuple[float, float]]) -> float:
+    """Harmonic mean of measured throughputs ``(time_s, mbps)``, floored at :data:`MIN_MBPS`."""
+    if not meas:
+        return MIN_MBPS
+    return len(meas) / sum(1.0 / max(m, MIN_MBPS) for _, m in meas)
+
+
+def build_observation(
+    meas: Collection[tuple[float, float]],
+    now: float,
+    history: int,
+    rtt_ms: float,
+    deadline_ms: float,
+    latencies: Iterable[float],
+    last_conf: float,
+    last_exit: int,
+    n_exits: int,
+    last_offloaded: float,
+    feature_z: float,
+    edge_load: float,
+) -> np.ndarray:
+    """The observation (see the module's table) as float32.
+
+    ``meas``: up to ``history`` measurements ``(time_s, mbps)``, oldest first, on the clock
+    of ``now``; ``latencies``: the last :data:`N_LAST_LATENCIES` latencies, newest first.
+    """
+    est = estimate_mbps(meas)
+    newest = list(meas)[::-1]
+    vals = [math.log10(max(m, MIN_MBPS)) / 2.0 for _, m in newest]
+    ages = [min((now - t) / 10.0, 3.0) for t, _ in newest]
+    vals += [math.log10(est) / 2.0] * (history - len(vals))
+    ages += [3.0] * (history - len(ages))
+    d = deadline_ms
+    obs = (
+        vals
+        + ages
+        + [math.log10(est) / 2.0, rtt_ms / d]
+        + [min(x / d, 5.0) for x in latencies]
+        + [last_conf, last_exit / max(n_exits - 1, 1), last_offloaded]
+        + [max(min(feature_z, 5.0), -5.0), min(edge_load, 5.0), min(d / 100.0, 5.0)]
+    )
+    return np.asarray(obs, dtype=np.float32)
