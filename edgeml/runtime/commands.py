@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 __all__ = [
     "add_demo_args",
@@ -134,6 +135,36 @@ def cmd_edge(args: argparse.Namespace) -> int:
         return 2
 
 
+DEFAULT_BASELINES = "edge_only,cloud_only,neurosurgeon,edgent,spinn"
+
+
+def _add_live_run_args(p: argparse.ArgumentParser, inputs_help: str, out: str) -> None:
+    """The scenario of the live comparisons, the same for ``demo`` and ``emulate``."""
+    p.add_argument(
+        "--baselines",
+        default=DEFAULT_BASELINES,
+        help="comma-separated baselines run on the same trace and inputs",
+    )
+    p.add_argument("--inputs", type=int, default=300, help=inputs_help)
+    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
+    p.add_argument("--deadline-ms", type=float, default=100.0)
+    p.add_argument("--edge-slowdown", type=float, default=12.0)
+    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
+    p.add_argument("--codec", default="int8")
+    p.add_argument("--out", default=out, help="directory for logs, JSON and PNG")
+    p.add_argument("--seed", type=int, default=0, help="input stream seed")
+
+
+def _live_run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields that ``--bundle``, ``--policy`` and :func:`_add_live_run_args` set."""
+    return {
+        "bundle": args.bundle, "policy": args.policy,
+        "baselines": tuple(b for b in args.baselines.split(",") if b), "inputs": args.inputs,
+        "rate": args.rate, "deadline_ms": args.deadline_ms, "edge_slowdown": args.edge_slowdown,
+        "rtt_ms": args.rtt_ms, "codec": args.codec, "out": args.out, "seed": args.seed,
+    }  # fmt: skip
+
+
 def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None, help="bundle (default: the shipped default)")
     p.add_argument(
@@ -146,19 +177,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="time_s,mbps CSV (default: a file of ../shared/traces or the sample)",
     )
-    p.add_argument(
-        "--baselines",
-        default="edge_only,cloud_only,neurosurgeon,edgent,spinn",
-        help="comma-separated baselines run on the same trace and inputs",
-    )
-    p.add_argument("--inputs", type=int, default=300, help="inputs per policy")
-    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
-    p.add_argument("--deadline-ms", type=float, default=100.0)
-    p.add_argument("--edge-slowdown", type=float, default=12.0)
-    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
-    p.add_argument("--codec", default="int8")
-    p.add_argument("--out", default="demo-out", help="directory for logs, JSON and PNG")
-    p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    _add_live_run_args(p, "inputs per policy", out="demo-out")
     p.add_argument(
         "--time-budget-s",
         type=float,
@@ -170,13 +189,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgeml.runtime.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(
-        bundle=args.bundle, policy=args.policy, trace=args.trace,
-        baselines=tuple(b for b in args.baselines.split(",") if b), inputs=args.inputs,
-        rate=args.rate, deadline_ms=args.deadline_ms, edge_slowdown=args.edge_slowdown,
-        rtt_ms=args.rtt_ms, codec=args.codec, out=args.out, seed=args.seed,
-        time_budget_s=args.time_budget_s,
-    )  # fmt: skip
+    cfg = DemoConfig(**_live_run_fields(args), trace=args.trace, time_budget_s=args.time_budget_s)
     try:
         return run_demo(cfg)
     except (ValueError, OSError) as exc:
@@ -191,24 +204,12 @@ def add_emulate_args(p: argparse.ArgumentParser) -> None:
         action="append",
         help="time_s,mbps CSV; repeat for several traces (one run each)",
     )
+    p.add_argument("--offset-s", type=float, default=0.0, help="start offset in each trace")
     p.add_argument("--bundle", default=None, help="bundle (default: the shipped default)")
     p.add_argument(
         "--policy", default=None, help="PPO actor .npz/.zip (default: the shipped policy)"
     )
-    p.add_argument(
-        "--baselines",
-        default="edge_only,cloud_only,neurosurgeon,edgent,spinn",
-        help="comma-separated baselines run on the same trace and inputs",
-    )
-    p.add_argument("--inputs", type=int, default=300, help="inputs per policy and trace")
-    p.add_argument("--offset-s", type=float, default=0.0, help="start offset in each trace")
-    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
-    p.add_argument("--deadline-ms", type=float, default=100.0)
-    p.add_argument("--edge-slowdown", type=float, default=12.0)
-    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
-    p.add_argument("--codec", default="int8")
-    p.add_argument("--out", default="emulate-out", help="directory for logs, JSON and PNG")
-    p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    _add_live_run_args(p, "inputs per policy and trace", out="emulate-out")
     p.add_argument("--port", type=int, default=50051, help="cloud port inside its namespace")
 
 
@@ -216,12 +217,11 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     from edgeml.runtime.emulate import EmulateConfig, EmulationError, run_emulate
 
     cfg = EmulateConfig(
-        traces=tuple(args.trace), bundle=args.bundle, policy=args.policy,
-        baselines=tuple(b for b in args.baselines.split(",") if b), inputs=args.inputs,
-        offset_s=args.offset_s, rate=args.rate, deadline_ms=args.deadline_ms,
-        edge_slowdown=args.edge_slowdown, rtt_ms=args.rtt_ms, codec=args.codec, out=args.out,
-        seed=args.seed, port=args.port,
-    )  # fmt: skip
+        **_live_run_fields(args),
+        traces=tuple(args.trace),
+        offset_s=args.offset_s,
+        port=args.port,
+    )
     try:
         return run_emulate(cfg)
     except (ValueError, OSError, EmulationError) as exc:
