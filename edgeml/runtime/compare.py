@@ -39,6 +39,7 @@ __all__ = [
     "plot_runs",
     "predict_latency_ms",
     "summarize",
+    "summarize_with_predictions",
 ]
 
 
@@ -126,6 +127,20 @@ def summarize(
     if calibrated is not None:
         out.update(_compare(lat, calibrated, "calibrated"))
     return out
+
+
+def summarize_with_predictions(
+    records: Sequence[Mapping[str, Any]],
+    cost: CostModel,
+    trace: Trace,
+    trace_times: Sequence[float],
+    rtt_ms: float,
+) -> dict[str, Any]:
+    """:func:`summarize` with both predictions of every input, each at its trace time."""
+    timed = list(zip(records, trace_times, strict=True))
+    pred = [predict_latency_ms(r, cost, trace, ts, rtt_ms) for r, ts in timed]
+    cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True) for r, ts in timed]
+    return summarize(records, pred, cal)
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:

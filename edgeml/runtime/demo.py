@@ -34,18 +34,29 @@ from edgeml.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "find_traces_dir", "pick_trace", "resolve_policy", "run_demo"]
+__all__ = [
+    "DemoConfig",
+    "LiveConfig",
+    "find_traces_dir",
+    "load_bundle",
+    "pick_trace",
+    "resolve_policy",
+    "run_demo",
+]
 
 DEFAULT_FAMILY = "hsdpa"  # 3G: bandwidth around the point where the best split moves
 
 
-@dataclass
-class DemoConfig:
-    """Everything ``edgeml demo`` can set (defaults: the CLI's)."""
+QUICK_TRAIN_STEPS = 40_000  # the policy trained when none is shipped
+
+
+@dataclass(kw_only=True)
+class LiveConfig:
+    """What every live comparison sets (``demo`` and ``emulate``; defaults: the CLI's):
+    the bundle, PPO and the baselines it runs against, the inputs and the scenario."""
 
     bundle: str | None = None
     policy: str | None = None
-    trace: str | None = None
     baselines: tuple[str, ...] = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
     inputs: int = 300
     rate: float = 10.0
@@ -55,8 +66,19 @@ class DemoConfig:
     codec: str = "int8"
     out: str = "demo-out"
     seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists), for the report."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(kw_only=True)
+class DemoConfig(LiveConfig):
+    """Everything ``edgeml demo`` can set (defaults: the CLI's)."""
+
+    trace: str | None = None
     offset_s: float | None = None
-    quick_train_steps: int = 40_000
+    quick_train_steps: int = QUICK_TRAIN_STEPS
     time_budget_s: float = 420.0  # for all live runs together; each policy gets a share
 
 
@@ -96,7 +118,13 @@ def _policy_candidates() -> list[Path]:
     return [base / "default.npz", base / "default.zip"]
 
 
-def resolve_policy(spec: str | None, bundle: Bundle, out: Path, cfg: DemoConfig) -> tuple[str, str]:
+def resolve_policy(
+    spec: str | None,
+    bundle: Bundle,
+    out: Path,
+    cfg: LiveConfig,
+    quick_train_steps: int = QUICK_TRAIN_STEPS,
+) -> tuple[str, str]:
     """``(policy path, where it came from)``; trains a quick one when nothing is shipped."""
     if spec:
         return spec, "given"
@@ -107,7 +135,7 @@ def resolve_policy(spec: str | None, bundle: Bundle, out: Path, cfg: DemoConfig)
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import TrainConfig, train_agent
 
-    steps = cfg.quick_train_steps
+    steps = quick_train_steps
     print(
         f"edgeml demo: no shipped policy ({_policy_candidates()[0]}); training a small one "
         f"({steps} steps) on the train traces first",
@@ -123,6 +151,20 @@ def resolve_policy(spec: str | None, bundle: Bundle, out: Path, cfg: DemoConfig)
     )  # fmt: skip
     res = train_agent(bundle, traces, out / "quick_policy.zip", tcfg, scenario)
     return str(res.actor), f"trained here in {res.seconds:.0f} s ({steps} steps)"
+
+
+def load_bundle(spec: str | None, out: Path) -> Bundle:
+    """The bundle of a live run (``spec`` or the shipped default), profiled (a copy under
+    ``out`` if it has no ``profile.json``)."""
+    from edgeml.assets import default_bundle
+
+    bundle_dir = Path(spec) if spec else default_bundle()
+    if not (bundle_dir / "manifest.json").is_file():
+        raise ValueError(
+            f"bundle: {bundle_dir} has no manifest.json; build one with `edgeml build` "
+            "or pass --bundle"
+        )
+    return Bundle.load(_ensure_profile(bundle_dir, out))
 
 
 def _ensure_profile(bundle_dir: Path, out: Path) -> Path:
@@ -142,34 +184,23 @@ def _ensure_profile(bundle_dir: Path, out: Path) -> Path:
 def run_demo(cfg: DemoConfig) -> int:
     import torch
 
-    from edgeml.assets import default_bundle
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.compare import (
-        format_table,
-        plot_runs,
-        predict_latency_ms,
-        summarize,
-    )
+    from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
     from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
+    from edgeml.runtime.sources import default_source
     from edgeml.transport.server import OffloadServer, ServerConfig
 
     t_start = time.perf_counter()
     torch.set_num_threads(1)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    bundle_dir = Path(cfg.bundle) if cfg.bundle else default_bundle()
-    if not (bundle_dir / "manifest.json").is_file():
-        raise ValueError(
-            f"bundle: {bundle_dir} has no manifest.json; build one with `edgeml build` "
-            "or pass --bundle"
-        )
-    bundle = Bundle.load(_ensure_profile(bundle_dir, out))
-    policy, policy_origin = resolve_policy(cfg.policy, bundle, out, cfg)
+    bundle = load_bundle(cfg.bundle, out)
+    policy, policy_origin = resolve_policy(cfg.policy, bundle, out, cfg, cfg.quick_train_steps)
     trace_path = pick_trace(cfg.trace)
     trace = load_trace(trace_path)
     offset = cfg.offset_s if cfg.offset_s is not None else 0.0
-    source = "scenes" if bundle.manifest.dataset == "scenes" else "fashion-mnist"
+    source = default_source(bundle.manifest.dataset)
     cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
     print(
         f"edgeml demo: bundle {bundle.path} ({bundle.manifest.model['name']}), policy {policy} "
@@ -211,12 +242,8 @@ def run_demo(cfg: DemoConfig) -> int:
                       "over)", flush=True)  # fmt: skip
             recs = [json.loads(line) for line in log_path.read_text().splitlines()]
             runs[name] = recs
-            pred = [predict_latency_ms(r, cost, trace, r["trace_s"], cfg.rtt_ms) for r in recs]
-            cal = [
-                predict_latency_ms(r, cost, trace, r["trace_s"], cfg.rtt_ms, measured_speed=True)
-                for r in recs
-            ]
-            results[name] = summarize(recs, pred, cal)
+            times = [r["trace_s"] for r in recs]
+            results[name] = summarize_with_predictions(recs, cost, trace, times, cfg.rtt_ms)
             print(f"  {summary.report()} [{time.perf_counter() - t0:.0f} s]", flush=True)
     finally:
         server.stop(0)
@@ -233,7 +260,7 @@ def run_demo(cfg: DemoConfig) -> int:
         f"RTT {cfg.rtt_ms:g} ms)",
     )  # fmt: skip
     report = {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "config": cfg.as_dict(),
         "bundle": str(bundle.path), "policy": policy, "policy_origin": policy_origin,
         "trace": str(trace_path), "results": results,
         "wall_s": round(time.perf_counter() - t_start, 1),

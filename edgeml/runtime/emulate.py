@@ -36,9 +36,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgeml.runtime.demo import LiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,23 +176,13 @@ class Shaper:
             self._thread.join(5)
 
 
-@dataclass
-class EmulateConfig:
+@dataclass(kw_only=True)
+class EmulateConfig(LiveConfig):
     """Everything ``edgeml emulate`` can set (defaults: the CLI's)."""
 
     traces: tuple[str, ...]
-    bundle: str | None = None
-    policy: str | None = None
-    baselines: tuple[str, ...] = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
-    inputs: int = 300
     offset_s: float = 0.0
-    rate: float = 10.0
-    deadline_ms: float = 100.0
-    edge_slowdown: float = 12.0
-    rtt_ms: float = 40.0
-    codec: str = "int8"
     out: str = "emulate-out"
-    seed: int = 0
     port: int = 50051
 
 
@@ -226,34 +218,19 @@ def _child_env() -> dict[str, str]:
 
 def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
-    from edgeml.assets import default_bundle
-    from edgeml.bundle import Bundle
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.compare import (
-        format_table,
-        plot_runs,
-        predict_latency_ms,
-        summarize,
-    )
-    from edgeml.runtime.demo import _ensure_profile, resolve_policy
+    from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
+    from edgeml.runtime.demo import load_bundle, resolve_policy
+    from edgeml.runtime.sources import default_source
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    bundle_dir = Path(cfg.bundle) if cfg.bundle else default_bundle()
-    if not (bundle_dir / "manifest.json").is_file():
-        raise ValueError(f"bundle: {bundle_dir} has no manifest.json; pass --bundle")
-    bundle = Bundle.load(_ensure_profile(bundle_dir, out))
-    from edgeml.runtime.demo import DemoConfig
-
-    dcfg = DemoConfig(
-        codec=cfg.codec, edge_slowdown=cfg.edge_slowdown, rtt_ms=cfg.rtt_ms,
-        deadline_ms=cfg.deadline_ms, rate=cfg.rate,
-    )  # fmt: skip
-    policy, origin = resolve_policy(cfg.policy, bundle, out, dcfg)
+    bundle = load_bundle(cfg.bundle, out)
+    policy, origin = resolve_policy(cfg.policy, bundle, out, cfg)
     traces = [(Path(t), load_trace(t)) for t in cfg.traces]
     cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
-    source = "scenes" if bundle.manifest.dataset == "scenes" else "fashion-mnist"
+    source = default_source(bundle.manifest.dataset)
 
     net = Netns()
     procs: list[subprocess.Popen[str]] = []
@@ -265,7 +242,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, on_signal)
     report: dict[str, Any] = {
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "config": cfg.as_dict(),
         "bundle": str(bundle.path), "policy": policy, "policy_origin": origin,
         "traces": {},
     }  # fmt: skip
@@ -297,15 +274,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
                     trace, tdir / f"{name}.jsonl", procs,
                 )  # fmt: skip
                 runs[name], times[name] = recs, tts
-                pred = [
-                    predict_latency_ms(r, cost, trace, ts, cfg.rtt_ms)
-                    for r, ts in zip(recs, tts, strict=True)
-                ]
-                cal = [
-                    predict_latency_ms(r, cost, trace, ts, cfg.rtt_ms, measured_speed=True)
-                    for r, ts in zip(recs, tts, strict=True)
-                ]
-                results[name] = summarize(recs, pred, cal)
+                results[name] = summarize_with_predictions(recs, cost, trace, tts, cfg.rtt_ms)
                 r = results[name]
                 sim = r.get("predicted_latency_ms_mean") or 0.0
                 print(
