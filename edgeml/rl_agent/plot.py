@@ -9,7 +9,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_evaluation"]
+__all__ = ["plot_evaluation", "pyplot", "save_figure"]
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (imported late: it is slow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 def _pick_episode(records: Mapping[str, Mapping[str, np.ndarray]], family: str | None) -> int:
@@ -38,11 +58,7 @@ def plot_evaluation(
 ) -> Path:
     """Write the PNG; ``family`` picks the episode shown (falls back to any family);
     ``n_blocks`` fixes the split/exit axis (default: the largest split any policy chose)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(policies or records)
     fams = result["traces"]["families"]
     if family not in fams:
@@ -93,9 +109,4 @@ def plot_evaluation(
             labels = sum((a.get_legend_handles_labels()[1] for a in (ax, lat_ax, act_ax)), [])
             ax.legend(handles, labels, fontsize=6, ncol=5, loc="upper left")
     axes[-1].set_xlabel("time in episode (s)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -195,11 +195,9 @@ def plot_runs(
 
     ``trace_times`` gives each record's trace position (default: its ``trace_s`` field).
     """
-    import matplotlib
+    from edgeml.rl_agent.plot import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(runs)
     fig, axes = plt.subplots(
         len(names) + 1, 1, figsize=(11, 1.9 * (len(names) + 1)), sharex=True, squeeze=False
@@ -240,9 +238,4 @@ def plot_runs(
     ax.set_xlabel(f"time (s) in {trace.name} from {offset_s:g} s")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
