@@ -23,7 +23,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "correct": (bool, type(None)), "offloaded": (bool,), "fallback": (bool,),
     "fallback_reason": (str, type(None)), "bytes": (int,), "deadline_ms": NUM,
     "in_deadline": (bool,), "timely": (bool, type(None)), "latency_ms": (dict,),
-    "edge_slowdown": NUM, "cpu_load": NUM, "bw_estimate_mbps": (*NUM, type(None)),
+    "edge_slowdown": NUM, "cpu_load": NUM, "edge_load": NUM, "bw_estimate_mbps": (*NUM, type(None)),
     "rtt_estimate_ms": NUM, "link_mbps": (*NUM, type(None)), "trace_s": (*NUM, type(None)),
     "cloud_batch": (int, type(None)), "edge_speed": NUM, "cloud_speed": NUM,
 }  # fmt: skip
@@ -34,6 +34,8 @@ def check_record(r: dict, n_splits: int, n_exits: int) -> None:
     for key, types in FIELDS.items():
         assert isinstance(r[key], types), (key, r[key])
     assert r["schema"] == LOG_SCHEMA
+    # the policy's load: psutil's, or the measured compute slowness when that is higher
+    assert abs(r["edge_load"] - max(r["cpu_load"], r["edge_speed"] - 1.0)) < 1e-3, r
     a = r["action"]
     assert set(a) == {"split", "exit", "tau", "codec"}
     assert 0 <= a["split"] < n_splits and 0 <= a["exit"] < n_exits and 0 < a["tau"] <= 1

@@ -223,8 +223,8 @@ def test_speed_tracker_weighs_inputs_by_their_work(profiled_bundle) -> None:
     for _ in range(20):  # the whole net on the edge, 1.5x slower than profiled
         tr.update(n, last, 1.0, last, {**lat, "edge_compute": 1.5 * full})
     assert tr.edge == pytest.approx(1.5, rel=1e-6)
-    for _ in range(5):  # encode-only inputs (split 0), 50x their tiny profiled time
+    for _ in range(200):  # encode-only inputs (split 0), 50x their tiny profiled time
         enc = cost.breakdown(0, last, last, True, "int8").encode_ms / 12.0
         tr.update(0, last, 1.0, last, {**lat, "encode": 50 * enc, "cloud_compute": 1.0})
-    assert tr.edge < 3.0  # weighted by work, they cannot swing it far
+    assert tr.edge == pytest.approx(1.5, rel=1e-6)  # no block ran on the edge: no evidence
     assert tr.cloud != 1.0

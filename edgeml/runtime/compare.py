@@ -62,7 +62,7 @@ def predict_latency_ms(
     a = rec["action"]
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
-    cpu_load = float(rec["cpu_load"])
+    cpu_load = float(rec.get("edge_load", rec["cpu_load"]))  # the load the daemon used
     load, fe, fc = cpu_load, 1.0, 1.0
     if measured_speed:
         load, fe, fc = 0.0, float(rec.get("edge_speed", 1.0)), float(rec.get("cloud_speed", 1.0))
