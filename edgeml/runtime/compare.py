@@ -2,7 +2,8 @@
 
 For every logged input the simulator's prediction is the cost model's latency of the very
 action the edge took (:class:`~edgeml.partition.cost.CostModel`, the one the env uses), at
-the CPU load the edge saw, with the link time integrated over the bandwidth trace from the
+the edge load the daemon used (``edge_load``: psutil's CPU load or its measured slowness,
+whichever is higher), with the link time integrated over the bandwidth trace from the
 moment the tensor would leave (as :meth:`edgeml.rl_agent.env.EdgeCloudEnv.step` does) plus
 the base RTT. The stop exit is the one the run actually took.
 
@@ -17,8 +18,9 @@ A second, calibrated prediction replaces the profile's compute speeds by those t
 measured on the inputs before (``edge_speed``/``cloud_speed`` in its log): it separates
 "the link and the model of the action are right" from "this machine computed slower than
 its profile" (here mostly because a core that sleeps between inputs, as the emulated edge
-does, runs the next one with cold caches, about a third slower than the profile's
-back-to-back loop).
+does, runs the next one with cold caches, 20-50% slower than the profile's back-to-back
+loop). Since the daemon's edge load includes that measured slowness, the two now differ
+mainly in the cloud's speed.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def run_demo(cfg: DemoConfig) -> int:
         results,
         f"edgeml demo: {trace_path.name}, {cfg.inputs} inputs/policy, deadline "
         f"{cfg.deadline_ms:g} ms, edge slowdown x{cfg.edge_slowdown:g}; sim = simulator (profile, "
-        "CPU load), cal = simulator told the compute speeds the edge measured before each input",
+        "edge load), cal = simulator told the compute speeds the edge measured before each input",
     )
     print(table)
     png = plot_runs(
