@@ -23,6 +23,7 @@ from edgeml.assets import default_bundle, fixture_bundle
 from edgeml.build import accuracy_report
 from edgeml.bundle import Bundle
 from edgeml.data.torch_datasets import SceneDataset
+from edgeml.partition.profiler import torch_threads
 from edgeml.progressive.calibrate import calibrate
 from edgeml.progressive.flops import exit_flops
 
@@ -96,9 +97,8 @@ def main() -> None:
             "build_command": b.manifest.build["command"],
         }
         if name == "default" and args.test_frames:
-            torch.set_num_threads(2)
-            results[name]["test_accuracy_large"] = big = scene_accuracy(b, args.test_frames)
-            torch.set_num_threads(1)
+            with torch_threads(2):
+                results[name]["test_accuracy_large"] = big = scene_accuracy(b, args.test_frames)
             print(f"\ndefault on {big['samples']} test frames (95% Wilson interval):")
             for lv, accs in big["per_level"].items():
                 cis = big["per_level_ci95"][lv]

@@ -233,31 +233,24 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-def _add_edge(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_edge_args, cmd_edge
+def _add_runtime(sub: argparse._SubParsersAction) -> None:
+    """``edge``, ``demo`` and ``emulate``: their arguments and handlers live in
+    :mod:`edgeml.runtime.commands` (argparse only at import; the rest loads when run)."""
+    from edgeml.runtime import commands as c
 
-    p = sub.add_parser("edge", help="edge daemon: decide, run the head, offload, fall back",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_edge_args(p)
-    p.set_defaults(func=cmd_edge)
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_demo_args, cmd_demo
-
-    p = sub.add_parser("demo", help="cloud + edge on loopback over a real trace, vs baselines",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_demo_args(p)
-    p.set_defaults(func=cmd_demo)
-
-
-def _add_emulate(sub: argparse._SubParsersAction) -> None:
-    from edgeml.runtime.commands import add_emulate_args, cmd_emulate
-
-    p = sub.add_parser("emulate", help="root: cloud and edge in network namespaces, tc-shaped",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_emulate_args(p)
-    p.set_defaults(func=cmd_emulate)
+    for name, help_, add_args, cmd in (
+        ("edge", "edge daemon: decide, run the head, offload, fall back",
+         c.add_edge_args, c.cmd_edge),
+        ("demo", "cloud + edge on loopback over a real trace, vs baselines",
+         c.add_demo_args, c.cmd_demo),
+        ("emulate", "root: cloud and edge in network namespaces, tc-shaped",
+         c.add_emulate_args, c.cmd_emulate),
+    ):  # fmt: skip
+        p = sub.add_parser(
+            name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        add_args(p)
+        p.set_defaults(func=cmd)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -266,8 +259,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
-        _add_build, _add_profile, _add_train_agent, _add_evaluate, _add_serve,
-        _add_edge, _add_demo, _add_emulate,
+        _add_build, _add_profile, _add_train_agent, _add_evaluate, _add_serve, _add_runtime,
     ):  # fmt: skip
         add(sub)
     return parser

@@ -1,7 +1,7 @@
 """Arguments and handlers of ``edgeml edge``, ``edgeml demo`` and ``edgeml emulate``.
 
-``edgeml.cli`` stays thin: its ``_add_edge``/``_add_demo``/``_add_emulate`` create the
-sub-parsers and hand them to the functions here. Only argparse is imported at parse time;
+``edgeml.cli`` stays thin: its ``_add_runtime`` creates the sub-parsers and hands them to
+the functions here. Only argparse is imported at parse time;
 torch, gRPC and the rest load when a command runs.
 """
 

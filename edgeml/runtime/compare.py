@@ -57,15 +57,15 @@ def predict_latency_ms(
     """The simulator's latency for one logged input (None where it has no counterpart).
 
     ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer at
-    the logged CPU load). ``measured_speed`` replaces the profile's compute speed (and the
-    CPU load) by the speeds the edge had measured before this input (``edge_speed``,
+    the logged edge load). ``measured_speed`` replaces the profile's compute speed (and the
+    edge load) by the speeds the edge had measured before this input (``edge_speed``,
     ``cloud_speed`` of the log): the same model, told how fast the machines really ran.
     """
     a = rec["action"]
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
-    cpu_load = float(rec.get("edge_load", rec["cpu_load"]))  # the load the daemon used
-    load, fe, fc = cpu_load, 1.0, 1.0
+    edge_load = float(rec["edge_load"])  # the load the daemon used
+    load, fe, fc = edge_load, 1.0, 1.0
     if measured_speed:
         load, fe, fc = 0.0, float(rec.get("edge_speed", 1.0)), float(rec.get("cloud_speed", 1.0))
     where = rec["where"]
@@ -79,7 +79,7 @@ def predict_latency_ms(
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
     latency = pre + d * 1e3 + rtt_ms + (b.decode_ms + b.cloud_ms) * fc
     if grace is None:
-        grace = cost.cheapest_fallback_ms(s, e, cpu_load)  # what the daemon computed
+        grace = cost.cheapest_fallback_ms(s, e, edge_load)  # what the daemon computed
     give_up = float(rec["deadline_ms"]) + grace
     if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
         return give_up + cost.cheapest_fallback_ms(s, e, load) * fe
@@ -106,7 +106,7 @@ def summarize(
     calibrated: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
     """Headline numbers of one run, and its predictions when given (``predicted``: the
-    profile and the CPU load; ``calibrated``: with the edge's measured compute speeds)."""
+    profile and the edge load; ``calibrated``: with the edge's measured compute speeds)."""
     n = len(records)
     lat = [float(r["latency_ms"]["total"]) for r in records]
     labelled = [r for r in records if r["correct"] is not None]

@@ -460,7 +460,8 @@ class EdgeDaemon:
         deadline = start + cfg.deadline_ms / 1e3
         lat = dict.fromkeys(LATENCY_KEYS, 0.0)
         cpu_load = self.load.sample()
-        load = max(cpu_load, self.speed.edge - 1.0)
+        edge_speed, cloud_speed = self.speed.edge, self.speed.cloud  # known before this input
+        load = max(cpu_load, edge_speed - 1.0)
         st = self.state
         st.edge_load = load
         st.feature = float(difficulty_feature(item.x)[0])
@@ -501,7 +502,6 @@ class EdgeDaemon:
         end = time.monotonic()
         lat["total"] = (end - start) * 1e3
         in_deadline = end <= deadline
-        edge_speed, cloud_speed = self.speed.edge, self.speed.cloud  # known before this input
         if where != "fallback":
             self.speed.update(s, e, tau, answer.exit_index, lat)
         correct = None if item.label is None else answer.class_id == item.label
