@@ -210,7 +210,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=16,
                    help="requests per dynamic batch; 1 turns batching off")
     p.add_argument("--max-wait-us", type=int, default=1000,
-                   help="longest a request waits for others with the same (split, exit)")
+                   help="longest a request waits for others with the same (split, exit); "
+                        "a request that finds the server idle runs at once")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus /metrics port on --host (unset: no endpoint)")
     p.add_argument("--tls-cert", default=None, help="PEM server certificate (enables TLS)")

@@ -276,7 +276,8 @@ def test_round_robin_spreads_calls_over_targets_and_skips_a_dead_one(tiny_bundle
 
 
 def test_deadlines_come_from_the_input_deadline(tiny_bundle):
-    slow = start_server(tiny_bundle, max_batch=4, max_wait_us=2_000_000)  # a lone request waits
+    # a lone request waits for company
+    slow = start_server(tiny_bundle, max_batch=4, max_wait_us=2_000_000, batch_wait_alone=True)
     m = tiny_bundle.manifest
     h = torch.zeros(1, *m.cut_points[0].shape)
     try:

@@ -7,6 +7,10 @@ oldest waiting request, waits until ``max_batch`` requests with the same key are
 ``max_wait_us`` has passed since that oldest request arrived, and runs them together.
 ``max_batch=1`` turns batching off (requests still run one at a time on the worker).
 
+Waiting only pays when company comes: a request that finds the server idle, with no request
+having arrived while another was queued or running in the last second, runs at once. So a
+lone edge does not pay ``max_wait_us`` on every offload, and under load batches still form.
+
 The batcher knows nothing about gRPC or torch: ``run_batch(key, jobs)`` returns one result per
 job, and any exception it raises is confined to the jobs of that batch.
 """
@@ -38,6 +42,9 @@ class JobCancelled(RuntimeError):
 
 class JobExpired(TimeoutError):
     """The job's deadline passed while it waited for a batch; it was not run."""
+
+
+_COMPANY_WINDOW_NS = 1_000_000_000
 
 
 def _now_ns() -> int:
@@ -105,6 +112,7 @@ class Batcher:
     :param max_batch: most jobs per batch; 1 disables batching.
     :param max_wait_us: longest a job waits for company, from its arrival.
     :param on_batch: called after each batch with ``(size, compute seconds)`` (metrics).
+    :param wait_alone: also wait for company when the server is idle (always ``max_wait_us``).
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class Batcher:
         max_wait_us: int = 0,
         on_batch: Callable[[int, float], None] | None = None,
         name: str = "edgeml-batcher",
+        wait_alone: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
@@ -123,7 +132,10 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_ns = 0 if max_batch == 1 else int(max_wait_us) * 1000
         self.on_batch = on_batch
+        self.wait_alone = wait_alone
         self._queues: dict[Hashable, deque[Job]] = {}
+        self._running = False
+        self._company_ns = -_COMPANY_WINDOW_NS  # last arrival that found others in the server
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -142,6 +154,8 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise BatcherClosed("server is shutting down")
+            if self._running or self._queues:
+                self._company_ns = job.enqueued_ns
             self._queues.setdefault(job.key, deque()).append(job)
             self._cond.notify()
         return job
@@ -167,11 +181,14 @@ class Batcher:
                     continue
                 key = min(self._queues, key=lambda k: self._queues[k][0].enqueued_ns)
                 queue = self._queues[key]
-                wait_ns = queue[0].enqueued_ns + self.max_wait_ns - _now_ns()
-                if len(queue) >= self.max_batch or wait_ns <= 0 or self._closed:
+                now = _now_ns()
+                wait_ns = queue[0].enqueued_ns + self.max_wait_ns - now
+                alone = not self.wait_alone and now - self._company_ns > _COMPANY_WINDOW_NS
+                if len(queue) >= self.max_batch or wait_ns <= 0 or alone or self._closed:
                     batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                     if not queue:
                         del self._queues[key]
+                    self._running = True
                     return batch
                 self._cond.wait(wait_ns / 1e9)
 
@@ -184,6 +201,9 @@ class Batcher:
                 self._run(batch)
             except Exception:  # the worker must outlive any batch
                 log.exception("batcher: unexpected error")
+            finally:
+                with self._cond:
+                    self._running = False
 
     def _run(self, batch: list[Job]) -> None:
         now = _now_ns()

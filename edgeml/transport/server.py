@@ -76,6 +76,8 @@ class ServerConfig:
     :param port: gRPC port; 0 picks a free one (see :attr:`OffloadServer.port`).
     :param max_batch: most requests per batch; 1 turns dynamic batching off.
     :param max_wait_us: longest a request waits for others with the same (split, exit).
+    :param batch_wait_alone: wait ``max_wait_us`` even when no other request is about (by
+        default a request that finds the server idle runs at once; see ``batching``).
     :param metrics_port: Prometheus ``/metrics`` port on ``host`` (None: no endpoint).
     :param tls_cert: PEM server certificate chain; with ``tls_key`` enables TLS.
     :param tls_key: PEM private key of ``tls_cert``.
@@ -95,6 +97,7 @@ class ServerConfig:
     port: int = 50051
     max_batch: int = 16
     max_wait_us: int = 1000
+    batch_wait_alone: bool = False
     metrics_port: int | None = None
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
@@ -162,6 +165,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             max_batch=config.max_batch,
             max_wait_us=config.max_wait_us,
             on_batch=metrics.observe_batch,
+            wait_alone=config.batch_wait_alone,
         )
         self._manifest_json = (Path(bundle.path) / MANIFEST).read_text()
         self._profile_lock = threading.Lock()
