@@ -38,7 +38,7 @@ class BuildConfig:
     model: str = "presnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str = "scenes"
-    train_size: int = 32_000
+    train_size: int = 30_000
     val_size: int = 5_000
     test_size: int = 5_000
     train: ExitTrainConfig = field(default_factory=lambda: ExitTrainConfig(epochs=8, num_workers=1))
@@ -48,7 +48,10 @@ class BuildConfig:
 
 PRESETS: dict[str, BuildConfig] = {
     # The default bundle: progressive ResNet-style net on the 96x96 scene stream.
-    "default": BuildConfig(),
+    "default": BuildConfig(
+        model_kwargs={"stem_stride": 2, "widths": [48, 112, 128, 160]},
+        train=ExitTrainConfig(epochs=8, num_workers=1, bf16=True, channels_last=True),
+    ),
     # The fast fixture: B-VGG on plain 28x28 Fashion-MNIST.
     "fixture": BuildConfig(
         model="pvgg",

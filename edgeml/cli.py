@@ -179,8 +179,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tokens = load_tokens(args.token_file, args.token_env)
         cfg = ServerConfig(
             bundle=args.bundle, host=args.host, port=args.port, max_batch=args.max_batch,
-            max_wait_us=args.max_wait_us, metrics_port=args.metrics_port,
-            tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+            max_wait_us=args.max_wait_us, batch_wait_alone=args.batch_wait_alone,
+            metrics_port=args.metrics_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            client_ca=args.client_ca,
             tokens=tokens, max_payload_bytes=args.max_payload_bytes, workers=args.workers,
             torch_threads=args.threads, grace_s=args.grace_s,
         )  # fmt: skip
@@ -212,6 +213,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-wait-us", type=int, default=1000,
                    help="longest a request waits for others with the same (split, exit); "
                         "a request that finds the server idle runs at once")
+    p.add_argument("--batch-wait-alone", action="store_true",
+                   help="wait --max-wait-us even when the server is idle")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus /metrics port on --host (unset: no endpoint)")
     p.add_argument("--tls-cert", default=None, help="PEM server certificate (enables TLS)")

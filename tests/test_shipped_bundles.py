@@ -54,7 +54,7 @@ def test_default_accuracy_falls_with_clutter(default: Bundle) -> None:
     assert cal is not None
     final = [cal.accuracy(level)[-1] for level in range(5)]
     assert final[0] > final[2] > final[4], final
-    assert final[0] >= 0.85, final
+    assert final[0] >= 0.88, final
 
 
 def test_default_calibration_is_the_models_real_output(default: Bundle) -> None:
@@ -75,3 +75,15 @@ def test_default_exits_get_cheaper_earlier(default: Bundle) -> None:
     x = torch.zeros(1, 1, 96, 96)
     with torch.no_grad():
         assert torch.equal(default.net(x), default.net.forward_exits(x)[-1])
+
+
+def test_default_profile_makes_offloading_and_exits_matter(default: Bundle) -> None:
+    """On the default 12x edge the full network misses the deadline, the first exit meets it."""
+    from edgeml.rl_agent.env import Scenario
+
+    sc, prof = Scenario(), default.profile
+    assert prof is not None
+    assert prof["forward_ms"] >= 8.0, prof["forward_ms"]
+    first = default.manifest.exits[0]
+    first_ms = sum(prof["blocks_ms"][:first]) + prof["heads_ms"][str(first)]
+    assert first_ms * sc.edge_slowdown < sc.deadline_ms < prof["forward_ms"] * sc.edge_slowdown

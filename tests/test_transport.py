@@ -323,8 +323,9 @@ def test_serve_help_shows_the_defaults(capsys):
 def test_sigterm_drains_the_in_flight_request_then_exits_0(tiny_bundle, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "edgeml.cli", "serve", str(tiny_bundle.path), "--port", "0"]
-    # a lone request waits 1.5 s for batch company: a slow request in flight at SIGTERM
-    cmd += ["--max-batch", "4", "--max-wait-us", "1500000", "--grace-s", "10"]
+    # a lone request told to wait 1.5 s for company: a slow request in flight at SIGTERM
+    cmd += ["--max-batch", "4", "--max-wait-us", "1500000", "--batch-wait-alone"]
+    cmd += ["--grace-s", "10"]
     log = (tmp_path / "serve.log").open("w+")  # a file, not a pipe nobody drains
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     try:

@@ -23,6 +23,10 @@ class ExitTrainConfig:
     :param mode: ``joint`` trains backbone and heads with a weighted sum of exit losses;
         ``exits-only`` freezes a pretrained backbone (BN statistics too) and trains heads.
     :param exit_weights: loss weight per exit (default 1 each); BranchyNet weighs all exits.
+    :param bf16: autocast convolutions and matmuls to bfloat16 (weights stay float32). On a
+        CPU with AVX512-BF16 this roughly doubles training speed at 96x96; the bundle is
+        still float32, so inference and calibration are unchanged.
+    :param channels_last: train in NHWC memory layout (faster oneDNN convolutions on CPU).
     """
 
     epochs: int = 10
@@ -33,6 +37,8 @@ class ExitTrainConfig:
     exit_weights: Sequence[float] | None = None
     label_smoothing: float = 0.0
     num_workers: int = 0
+    bf16: bool = False
+    channels_last: bool = False
     seed: int = 0
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -61,6 +67,8 @@ def train_exits(
     if cfg.mode == "exits-only":
         for p in net.blocks.parameters():
             p.requires_grad_(False)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(datasets(0)) // cfg.batch_size)
@@ -86,8 +94,9 @@ def train_exits(
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
         for x, y, _level in bar:
-            outs = net.forward_exits(x)
-            loss = sum(w * loss_fn(o, y) for w, o in zip(weights, outs, strict=True))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                outs = net.forward_exits(x.contiguous(memory_format=fmt))
+            loss = sum(w * loss_fn(o.float(), y) for w, o in zip(weights, outs, strict=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -97,5 +106,6 @@ def train_exits(
             bar.set_postfix(loss=f"{total / count:.3f}")
         history.append(total / max(count, 1))
         log.info("epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, history[-1])
+    net.to(memory_format=torch.contiguous_format)
     net.eval()
     return history
