@@ -13,7 +13,8 @@ observation (estimate, load, deadline), so it can be cloned almost exactly (99% 
 states), while the oracle's depends on the true future bandwidth and level, which the
 observation does not hold; cloning it gives the oracle's most frequent choice per
 observation (~70% agreement), a worse start (measured on validation episodes of the
-default bundle: PPO 0.813 from the oracle vs 0.819 from Edgent, timely accuracy).
+earlier stride-4 default bundle: PPO 0.813 from the oracle vs 0.819 from Edgent, timely
+accuracy).
 
 States come from the teacher's own rollouts with a share ``explore`` of random actions (so
 the student also sees states off the teacher's path, as a DAgger round would); each is
