@@ -17,6 +17,7 @@ from edgeml.rl_agent.baselines import (
     RandomPolicy,
     Spinn,
     make_baseline,
+    make_teacher,
     planned_latency,
 )
 from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
@@ -88,6 +89,31 @@ def test_edgent_meets_the_deadline_with_the_most_accurate_exit(profiled_bundle: 
     lat = planned_latency(env)
     diag = np.stack([lat[:, k, 0, k] for k in range(env.n_exits)], axis=1)
     assert lat[s, e, 0, e] == diag.min()
+
+
+def test_edgent_last_plans_at_the_newest_sample_the_baseline_at_the_harmonic_mean(
+    profiled_bundle: Bundle,
+) -> None:
+    """A link that just recovered: three slow samples, then a fast one."""
+
+    def env_with(samples: list[float]) -> EdgeCloudEnv:
+        env = EdgeCloudEnv(bundle=profiled_bundle, edge_slowdown=100.0)
+        env.reset(seed=0)
+        env._meas.clear()
+        env._meas.extend((float(i), mbps) for i, mbps in enumerate(samples))
+        return env
+
+    recovered, fast = env_with([0.01, 0.01, 0.01, 50.0]), env_with([50.0] * 4)
+    assert recovered.last_mbps == 50.0 and recovered.estimate_mbps < 0.02
+    baseline, teacher = Edgent().act(np.zeros(1), recovered), make_teacher("edgent-last")
+    assert teacher.name == "edgent-last" and make_baseline("edgent").name == "edgent"
+    assert baseline[0] > 0  # the slow estimate keeps the input on the edge
+    assert list(teacher.act(np.zeros(1), recovered)) == list(Edgent().act(np.zeros(1), fast))
+    assert teacher.act(np.zeros(1), recovered)[0] == 0  # the newest sample says: offload
+    with pytest.raises(ValueError, match="estimate"):
+        Edgent(estimate="mean")
+    with pytest.raises(ValueError, match="teacher"):
+        make_teacher("sage")
 
 
 def test_spinn_uses_its_threshold_and_random_is_seeded(profiled_bundle: Bundle) -> None:

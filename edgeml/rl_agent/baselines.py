@@ -30,6 +30,7 @@ __all__ = [
     "RandomPolicy",
     "Spinn",
     "make_baseline",
+    "make_teacher",
     "planned_latency",
 ]
 
@@ -100,12 +101,23 @@ class Edgent(_Stateless):
 
     Accuracy of an exit is its calibration accuracy; ties go to the faster action. If no
     action meets the deadline, the fastest one.
+
+    :param estimate: ``harmonic`` plans with the edge's estimator (the baseline); ``last``
+        with the newest measured throughput, which reacts faster to a recovered link (the
+        PPO warm start's teacher, see :mod:`.warm_start`).
     """
 
     name = "edgent"
 
+    def __init__(self, estimate: str = "harmonic") -> None:
+        if estimate not in ("harmonic", "last"):
+            raise ValueError(f"estimate: {estimate!r} is not one of ['harmonic', 'last']")
+        self.estimate = estimate
+        if estimate == "last":
+            self.name = "edgent-last"
+
     def act(self, obs: np.ndarray, env: EdgeCloudEnv) -> np.ndarray:
-        lat = planned_latency(env)
+        lat = planned_latency(env, env.last_mbps if self.estimate == "last" else None)
         exits = np.arange(env.n_exits)
         lat_e = lat[:, exits, 0, exits]  # (S, E): tau = 1, stop = e
         acc = env.outcomes.accuracy[:, 0]  # (E,)
@@ -213,3 +225,14 @@ def make_baseline(name: str) -> Policy:
         return BASELINES[name]()
     except KeyError:
         raise ValueError(f"baseline: {name!r} not one of {', '.join(BASELINES)}") from None
+
+
+def make_teacher(name: str) -> Policy:
+    """A warm-start teacher: a baseline, or ``edgent-last`` (Edgent at the newest sample)."""
+    if name == "edgent-last":
+        return Edgent(estimate="last")
+    try:
+        return make_baseline(name)
+    except ValueError:
+        known = ", ".join(["edgent-last", *BASELINES])
+        raise ValueError(f"teacher: {name!r} not one of {known}") from None

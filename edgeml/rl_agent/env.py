@@ -51,6 +51,7 @@ from edgeml.partition.cost import CostModel
 from edgeml.progressive.infer import TAUS
 from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
 from edgeml.rl_agent.observation import (
+    MIN_MBPS,
     N_LAST_LATENCIES,
     FeatureScale,
     build_observation,
@@ -342,6 +343,11 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
     def estimate_mbps(self) -> float:
         """Harmonic mean of the measured throughputs (what the baselines plan with)."""
         return estimate_mbps(self._meas)
+
+    @property
+    def last_mbps(self) -> float:
+        """The newest measured throughput (the estimate before anything was measured)."""
+        return max(self._meas[-1][1], MIN_MBPS) if self._meas else self.estimate_mbps
 
     @property
     def edge_load(self) -> float:
