@@ -29,6 +29,7 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "Spinn",
+    "TEACHERS",
     "make_baseline",
     "make_teacher",
     "planned_latency",
@@ -113,8 +114,7 @@ class Edgent(_Stateless):
         if estimate not in ("harmonic", "last"):
             raise ValueError(f"estimate: {estimate!r} is not one of ['harmonic', 'last']")
         self.estimate = estimate
-        if estimate == "last":
-            self.name = "edgent-last"
+        self.name = "edgent" if estimate == "harmonic" else "edgent-last"
 
     def act(self, obs: np.ndarray, env: EdgeCloudEnv) -> np.ndarray:
         lat = planned_latency(env, env.last_mbps if self.estimate == "last" else None)
@@ -220,19 +220,24 @@ BASELINES: dict[str, Callable[[], Policy]] = {
 }
 
 
-def make_baseline(name: str) -> Policy:
+# Warm-start teachers (:mod:`.warm_start`): every baseline, and Edgent at the newest sample.
+TEACHERS: dict[str, Callable[[], Policy]] = {
+    **BASELINES,
+    "edgent-last": lambda: Edgent(estimate="last"),
+}
+
+
+def _make(registry: dict[str, Callable[[], Policy]], what: str, name: str) -> Policy:
     try:
-        return BASELINES[name]()
+        return registry[name]()
     except KeyError:
-        raise ValueError(f"baseline: {name!r} not one of {', '.join(BASELINES)}") from None
+        raise ValueError(f"{what}: {name!r} not one of {', '.join(registry)}") from None
+
+
+def make_baseline(name: str) -> Policy:
+    return _make(BASELINES, "baseline", name)
 
 
 def make_teacher(name: str) -> Policy:
-    """A warm-start teacher: a baseline, or ``edgent-last`` (Edgent at the newest sample)."""
-    if name == "edgent-last":
-        return Edgent(estimate="last")
-    try:
-        return make_baseline(name)
-    except ValueError:
-        known = ", ".join(["edgent-last", *BASELINES])
-        raise ValueError(f"teacher: {name!r} not one of {known}") from None
+    """A warm-start teacher by name (see :data:`TEACHERS`)."""
+    return _make(TEACHERS, "teacher", name)

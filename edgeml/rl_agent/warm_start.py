@@ -49,8 +49,7 @@ __all__ = ["WarmStartConfig", "collect", "warm_start"]
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """:param teacher: ``edgent-last`` or a policy name of :mod:`.baselines`; ``none`` turns
-        the warm start off.
+    """:param teacher: a name of :data:`.baselines.TEACHERS`; ``none`` turns the warm start off.
     :param steps: labelled states to collect.
     :param explore: share of steps that execute a random action (the label stays the teacher's).
     """

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.bundle import Bundle
+from edgeml.runtime.commands import DEFAULT_BASELINES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class LiveConfig:
 
     bundle: str | None = None
     policy: str | None = None
-    baselines: tuple[str, ...] = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
+    baselines: tuple[str, ...] = tuple(DEFAULT_BASELINES.split(","))
     inputs: int = 300
     rate: float = 10.0
     deadline_ms: float = 100.0
