@@ -164,3 +164,24 @@ def test_probes_keep_the_estimate_fresh_without_offloads(
     assert ok and float(ok[0].split()[-1]) >= 3, text
     assert recs[-1]["bw_estimate_mbps"] is not None
     assert recs[-1]["rtt_estimate_ms"] == pytest.approx(10.0, abs=8.0)  # the emulated RTT
+
+
+def test_the_first_input_is_decided_on_a_measured_link(
+    profiled_bundle: Bundle, server, tmp_path
+) -> None:
+    """Start-up probes the link (as the simulator's edge has probed before its first input),
+    so even a policy that never offloads sees a bandwidth and an RTT at its first input."""
+    log = tmp_path / "edge.jsonl"
+    trace = tmp_path / "flat_1.csv"
+    trace.write_text("time_s,mbps\n0,8.0\n1,8.0\n")
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}", policy="edge_only",
+        log=log, max_inputs=2, rate=20.0, edge_slowdown=1.0, link_trace=trace,
+        link_rtt_ms=10.0, probe_after_s=60.0, rtt_ms=80.0,
+    )  # fmt: skip
+    daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+    assert daemon.check_cloud()
+    daemon.run()
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["bw_estimate_mbps"] == pytest.approx(8.0, rel=0.5)
+    assert first["rtt_estimate_ms"] == pytest.approx(10.0, abs=8.0)  # measured, not the prior 80
