@@ -41,6 +41,7 @@ def test_profile_json_schema_and_positivity(profiled_bundle: Bundle) -> None:
     assert all(v > 0 for v in p["blocks_ms"])
     assert set(p["rule_overhead_ms"]) == set(RULE_KEYS)
     assert all(0 <= v < 5 for v in p["rule_overhead_ms"].values())
+    assert 0 <= p["offload_fixed_ms"] < 5
     assert set(p["heads_ms"]) == {str(b) for b in exits}
     assert all(v > 0 for v in p["heads_ms"].values())
     assert set(p["codecs"]) == set(CODECS)
@@ -228,6 +229,25 @@ def test_cost_rule_overheads_exact() -> None:
     assert b.edge_ms == pytest.approx(10 * 3.65) and b.cloud_ms == 0
     with pytest.raises(ValueError, match="rule_ms"):
         CostModel.from_profile({**HAND, "rule_overhead_ms": {**rule, "segment": -1}}, EXITS)
+
+
+def test_cost_offload_fixed_cost_is_edge_side_and_only_on_offloads(hand: CostModel) -> None:
+    cm = CostModel.from_profile({**HAND, "offload_fixed_ms": 0.3}, EXITS)
+    assert cm.offload_ms == 0.3 and hand.offload_ms == 0.0  # absent: 0 (older profiles)
+    # Slowed and loaded like the encode it precedes, on every offload.
+    b = cm.breakdown(1, 1, 1, True, "raw", edge_load=0.5)
+    assert b.encode_ms == pytest.approx(10 * 1.5 * (0.2 + 0.3))
+    assert cm.latency_ms(0, 0, 0, True, "int8", 8.0, 10.0) == pytest.approx(
+        hand.latency_ms(0, 0, 0, True, "int8", 8.0, 10.0) + 10 * 0.3
+    )
+    # Nothing sent, nothing added.
+    assert cm.latency_ms(4, 1, 1, True, "raw", 8.0, 40.0) == hand.latency_ms(
+        4, 1, 1, True, "raw", 8.0, 40.0
+    )
+    table = cm.latency_table("int8", 8.0, 10.0, edge_load=0.5)
+    assert table[1, 1, 1, 1] == pytest.approx(cm.latency_ms(1, 1, 1, True, "int8", 8.0, 10.0, 0.5))
+    with pytest.raises(ValueError, match="offload_ms"):
+        CostModel.from_profile({**HAND, "offload_fixed_ms": -1.0}, EXITS)
 
 
 def _actions(cm: CostModel):  # type: ignore[no-untyped-def]

@@ -5,7 +5,11 @@ heads with latencies ``H[k]`` at blocks ``exits[k]`` (head plus the softmax/max 
 judges confidence by), codec tables per split ``s``: framed bytes ``Y[s]``, encode
 ``Enc[s]`` and decode ``Dec[s]`` ms, all measured on this machine; the early-exit rule's
 own bookkeeping (``profile["rule_overhead_ms"]``, zeros if absent): ``Os`` per segment run,
-``Oc`` per exit passed unevaluated, ``Od`` per evaluated exit.
+``Oc`` per exit passed unevaluated, ``Od`` per evaluated exit; ``Of``, the edge's fixed cost
+of an offload beyond the codec's warm encode (``profile["offload_fixed_ms"]``, 0 if absent):
+the daemon quantizes and frames each input after an idle gap, from cold caches, and at split
+0 that costs several times the back-to-back encode (0.35 ms against 0.06 ms on the
+development VM, 4 ms once slowed 12x), which the simulator missed on every offload.
 
 An action ``(s, e, tau)`` whose run stops at exit ``j`` (block ``b = exits[j]``, ``j <= e``;
 with ``tau >= 1`` always ``j = e``) evaluates the heads ``K = {e}`` if ``tau >= 1`` (no
@@ -17,7 +21,7 @@ With ``part(lo, hi)`` the cost of running blocks ``lo+1..hi`` under the rule::
 
     offloaded = b > s                        (stops at or before s: nothing is sent)
     edge_ms   = slow * load * part(0, min(s, b))
-    encode_ms = slow * load * Enc[s]                   if offloaded, else 0
+    encode_ms = slow * load * (Enc[s] + Of)            if offloaded, else 0
     transfer  = Y[s] * 8 / (mbps * 1e6) s + rtt_ms     if offloaded, else 0
     decode_ms = Dec[s] / speedup                       if offloaded, else 0
     cloud_ms  = part(s, b) / speedup                   if offloaded, else 0
@@ -103,6 +107,7 @@ class CostModel:
     edge_slowdown: float = 12.0
     cloud_speedup: float = 1.0
     rule_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Os, Oc, Od (see the formula)
+    offload_ms: float = 0.0  # Of (see the formula)
     edge_compute_ms: np.ndarray = field(init=False, repr=False)
     cloud_compute_ms: np.ndarray = field(init=False, repr=False)
     offloaded: np.ndarray = field(init=False, repr=False)
@@ -124,6 +129,8 @@ class CostModel:
         if len(rule) != len(RULE_KEYS) or min(rule) < 0:
             raise ValueError(f"rule_ms: need {len(RULE_KEYS)} values >= 0 {RULE_KEYS}, got {rule}")
         object.__setattr__(self, "rule_ms", rule)
+        if not self.offload_ms >= 0:
+            raise ValueError(f"offload_ms: must be >= 0, got {self.offload_ms}")
         n, n_exits = len(self.blocks_ms), len(self.exits)
         if not self.exits or self.exits[-1] != n or list(self.exits) != sorted(set(self.exits)):
             raise ValueError(
@@ -153,7 +160,8 @@ class CostModel:
         object.__setattr__(self, "offloaded", off)
         object.__setattr__(self, "_codec_index", {c: i for i, c in enumerate(self.codecs)})
         # Per-codec link-side terms per split: edge encode (slowed), decode (cloud).
-        object.__setattr__(self, "_enc_edge", (self.encode_ms * self.edge_slowdown).tolist())
+        enc_edge = self._edge_encode_ms() * self.edge_slowdown
+        object.__setattr__(self, "_enc_edge", enc_edge.tolist())
         object.__setattr__(self, "_dec_cloud", (self.decode_ms / self.cloud_speedup).tolist())
         object.__setattr__(self, "_bytes", self.bytes.tolist())
         object.__setattr__(self, "_edge_l", edge.tolist())
@@ -203,6 +211,7 @@ class CostModel:
             bytes=stack("bytes"), encode_ms=stack("encode_ms"), decode_ms=stack("decode_ms"),
             edge_slowdown=float(slow), cloud_speedup=float(cloud_speedup),
             rule_ms=tuple(float(rule.get(k, 0.0)) for k in RULE_KEYS),
+            offload_ms=float(profile.get("offload_fixed_ms", 0.0)),
         )  # fmt: skip
 
     @classmethod
@@ -213,6 +222,10 @@ class CostModel:
         return cls.from_profile(bundle.profile, tuple(bundle.manifest.exits), **kwargs)
 
     # ------------------------------------------------------------------ queries
+
+    def _edge_encode_ms(self) -> np.ndarray:
+        """``Enc + Of`` per codec and split, unslowed (what the edge spends before sending)."""
+        return self.encode_ms + self.offload_ms
 
     @property
     def num_blocks(self) -> int:
@@ -318,7 +331,7 @@ class CostModel:
         else:
             link = np.full(self.num_blocks + 1, math.inf)
         per_split = (
-            self.encode_ms[c] * self.edge_slowdown * load
+            self._edge_encode_ms()[c] * self.edge_slowdown * load
             + link
             + self.decode_ms[c] / self.cloud_speedup
         )

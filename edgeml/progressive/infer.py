@@ -62,6 +62,8 @@ def run_segment(
     e_block = net.exit_block(exit_index)
     stop = min(stop, e_block)
     n = h.shape[0]
+    if stop <= start:  # nothing to run (split 0 offloads the input): skip the set-up
+        return SegmentResult([None] * n, h if n else None, list(range(n)))
     tau = torch.as_tensor(taus, dtype=torch.float32).expand(n) if n else torch.zeros(0)
     answers: list[Answer | None] = [None] * n
     rows = torch.arange(n)
