@@ -80,7 +80,8 @@ def test_emulate_runs_and_cleans_up_even_when_interrupted(
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.Popen(
-        [*base, "--baselines", "edge_only", "--inputs", "10", "--out", str(tmp_path / "a")],
+        [*base, "--baselines", "edge_only", "--inputs", "10", "--repeats", "2",
+         "--out", str(tmp_path / "a")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     out, _ = done.communicate(timeout=300)
@@ -89,6 +90,10 @@ def test_emulate_runs_and_cleans_up_even_when_interrupted(
     report = json.loads((tmp_path / "a" / "emulate.json").read_text())
     results = report["traces"]["fam_1.csv"]
     assert set(results) == {"ppo", "edge_only"}
+    for name in ("ppo", "edge_only"):  # two rounds, pooled
+        assert results[name]["inputs"] == 20 and results[name]["repeats"] == 2
+        assert len(results[name]["timely_accuracy_per_round"]) == 2
+        assert all((tmp_path / "a" / "fam_1" / f"{name}.r{k}.jsonl").is_file() for k in (0, 1))
     assert results["ppo"]["offload_rate"] > 0  # real packets crossed the shaped veth
     assert results["ppo"]["predicted_inputs"] > 0
     assert (tmp_path / "a" / "fam_1" / "emulate.png").is_file()

@@ -211,6 +211,12 @@ def add_emulate_args(p: argparse.ArgumentParser) -> None:
     )
     _add_live_run_args(p, "inputs per policy and trace", out="emulate-out")
     p.add_argument("--port", type=int, default=50051, help="cloud port inside its namespace")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of every policy per trace, in rotating order; results pool them",
+    )
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -221,6 +227,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         traces=tuple(args.trace),
         offset_s=args.offset_s,
         port=args.port,
+        repeats=args.repeats,
     )
     try:
         return run_emulate(cfg)
