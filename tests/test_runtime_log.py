@@ -169,8 +169,9 @@ def test_probes_keep_the_estimate_fresh_without_offloads(
 def test_the_first_input_is_decided_on_a_measured_link(
     profiled_bundle: Bundle, server, tmp_path
 ) -> None:
-    """Start-up probes the link (as the simulator's edge has probed before its first input),
-    so even a policy that never offloads sees a bandwidth and an RTT at its first input."""
+    """Start-up probes the link (as the simulator's edge has probed before its first input)
+    and times the local exits, so even a policy that never offloads sees a bandwidth, an RTT
+    and a measured edge speed at its first input."""
     log = tmp_path / "edge.jsonl"
     trace = tmp_path / "flat_1.csv"
     trace.write_text("time_s,mbps\n0,8.0\n1,8.0\n")
@@ -185,3 +186,4 @@ def test_the_first_input_is_decided_on_a_measured_link(
     first = json.loads(log.read_text().splitlines()[0])
     assert first["bw_estimate_mbps"] == pytest.approx(8.0, rel=0.5)
     assert first["rtt_estimate_ms"] == pytest.approx(10.0, abs=8.0)  # measured, not the prior 80
+    assert first["edge_speed"] != 1.0  # timed at start-up, not the profile taken at its word

@@ -20,8 +20,9 @@ For every input of its source the daemon
    either way, and the cloud's answer is deeper), a dead link costs at most the grace;
 5. writes one JSON line (schema below) and updates its Prometheus metrics.
 
-Before its first input the daemon warms the network up and probes the link ``history``
-times (:meth:`EdgeDaemon.prepare`), so the first input neither runs cold nor is decided blind.
+Before its first input the daemon warms the network up, times its local exits from an idle
+core and probes the link ``history`` times (:meth:`EdgeDaemon.prepare`), so the first input
+neither runs cold nor is decided blind.
 A background thread probes the link when nothing was measured for ``probe_after_s`` (a
 health ping for the RTT and a ~``probe_bytes`` request for the throughput), as the
 simulator's edge does, so a policy that stays local does not blind itself.
@@ -654,22 +655,37 @@ class EdgeDaemon:
     # ------------------------------------------------------------------ start-up
 
     def prepare(self, rounds: int = 2) -> None:
-        """Warm the network up and measure the link before the first input.
+        """Warm the network up, measure the edge's speed and the link before the first input.
 
         A freshly loaded network runs its first passes well above its profile (lazy
         allocations, cold caches): in the emulation runs the first input's exit 1 took
         11.7-14.3 ms against 7.8 ms profiled, so at 12x it missed the deadline under every
-        policy. And a daemon that starts blind decides its first input with no bandwidth
-        sample, whereas the simulator's edge has ``history`` probes behind it when its first
-        input arrives, so the policy never learnt what to do blind. Both cost one input per
-        run; a few hundred milliseconds at start-up cost none.
+        policy. Warm, the core is still slower than the back-to-back profile once it idles
+        between inputs (exit 1: 8.3-10 ms), and until a local answer had measured that, the
+        planners took the profile at its word and chose exit 1 for ~100 ms answers; so the
+        local path to each exit is timed, ``rounds`` times after an input interval of idle,
+        and seeds :attr:`speed`. And a daemon that starts blind decides its first input with
+        no bandwidth sample, whereas the simulator's edge has ``history`` probes behind it
+        when its first input arrives, so the policy never learnt what to do blind. All this
+        costs about a second at start-up instead of the first inputs of every run.
         """
+        cfg = self.config
         x = torch.zeros((1, *self.bundle.manifest.input_shape))
         for _ in range(rounds):
             for k, block in enumerate(self.cost.exits):
                 run_segment(self.net, x, 0, block, k, 1.0)
             for cut in self.bundle.manifest.cut_points[: self.cost.num_blocks]:
-                encode(np.zeros((1, *cut.shape), np.float32), self.config.codec)
+                encode(np.zeros((1, *cut.shape), np.float32), cfg.codec)
+        idle_s = min(1.0 / cfg.rate, 0.1) if cfg.rate > 0 else 0.0
+        for _ in range(rounds):
+            for k, block in enumerate(self.cost.exits):
+                if self.stop_event.wait(idle_s):
+                    return
+                t0 = time.perf_counter()
+                run_segment(self.net, x, 0, block, k, 1.0)
+                lat = dict.fromkeys(LATENCY_KEYS, 0.0)
+                lat["edge_compute"] = (time.perf_counter() - t0) * 1e3
+                self.speed.update(block, k, 1.0, k, lat)
         if self._cloud_down:
             return
         for _ in range(self.policy.history):
