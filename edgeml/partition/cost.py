@@ -113,6 +113,7 @@ class CostModel:
     offloaded: np.ndarray = field(init=False, repr=False)
     # Python mirrors for the scalar hot path (list indexing beats numpy scalar indexing).
     _codec_index: dict[str, int] = field(init=False, repr=False)
+    _enc_edge_ms: np.ndarray = field(init=False, repr=False)  # (Enc + Of) * slow, (C, N+1)
     _enc_edge: list[list[float]] = field(init=False, repr=False)
     _dec_cloud: list[list[float]] = field(init=False, repr=False)
     _bytes: list[list[float]] = field(init=False, repr=False)
@@ -160,7 +161,8 @@ class CostModel:
         object.__setattr__(self, "offloaded", off)
         object.__setattr__(self, "_codec_index", {c: i for i, c in enumerate(self.codecs)})
         # Per-codec link-side terms per split: edge encode (slowed), decode (cloud).
-        enc_edge = self._edge_encode_ms() * self.edge_slowdown
+        enc_edge = (self.encode_ms + self.offload_ms) * self.edge_slowdown
+        object.__setattr__(self, "_enc_edge_ms", enc_edge)
         object.__setattr__(self, "_enc_edge", enc_edge.tolist())
         object.__setattr__(self, "_dec_cloud", (self.decode_ms / self.cloud_speedup).tolist())
         object.__setattr__(self, "_bytes", self.bytes.tolist())
@@ -222,10 +224,6 @@ class CostModel:
         return cls.from_profile(bundle.profile, tuple(bundle.manifest.exits), **kwargs)
 
     # ------------------------------------------------------------------ queries
-
-    def _edge_encode_ms(self) -> np.ndarray:
-        """``Enc + Of`` per codec and split, unslowed (what the edge spends before sending)."""
-        return self.encode_ms + self.offload_ms
 
     @property
     def num_blocks(self) -> int:
@@ -331,7 +329,7 @@ class CostModel:
         else:
             link = np.full(self.num_blocks + 1, math.inf)
         per_split = (
-            self._edge_encode_ms()[c] * self.edge_slowdown * load
+            self._enc_edge_ms[c] * load
             + link
             + self.decode_ms[c] / self.cloud_speedup
         )

@@ -40,6 +40,7 @@ __all__ = [
     "format_table",
     "plot_runs",
     "predict_latency_ms",
+    "predictions",
     "summarize",
     "summarize_with_predictions",
 ]
@@ -131,6 +132,20 @@ def summarize(
     return out
 
 
+def predictions(
+    records: Sequence[Mapping[str, Any]],
+    cost: CostModel,
+    trace: Trace,
+    trace_times: Sequence[float],
+    rtt_ms: float,
+) -> tuple[list[float | None], list[float | None]]:
+    """Both predictions (profile, calibrated) of every input, each at its trace time."""
+    timed = list(zip(records, trace_times, strict=True))
+    pred = [predict_latency_ms(r, cost, trace, ts, rtt_ms) for r, ts in timed]
+    cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True) for r, ts in timed]
+    return pred, cal
+
+
 def summarize_with_predictions(
     records: Sequence[Mapping[str, Any]],
     cost: CostModel,
@@ -139,10 +154,7 @@ def summarize_with_predictions(
     rtt_ms: float,
 ) -> dict[str, Any]:
     """:func:`summarize` with both predictions of every input, each at its trace time."""
-    timed = list(zip(records, trace_times, strict=True))
-    pred = [predict_latency_ms(r, cost, trace, ts, rtt_ms) for r, ts in timed]
-    cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True) for r, ts in timed]
-    return summarize(records, pred, cal)
+    return summarize(records, *predictions(records, cost, trace, trace_times, rtt_ms))
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:

@@ -229,7 +229,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
     from edgeml.partition.cost import CostModel
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
+    from edgeml.runtime.compare import format_table, plot_runs, predictions, summarize
     from edgeml.runtime.demo import load_bundle, resolve_policy
     from edgeml.runtime.sources import default_source
 
@@ -278,8 +278,9 @@ def run_emulate(cfg: EmulateConfig) -> int:
             tdir = out / trace_path.stem
             tdir.mkdir(parents=True, exist_ok=True)
             names = ["ppo", *cfg.baselines]
-            pooled: dict[str, tuple[list[dict[str, Any]], list[float]]] = {
-                n: ([], []) for n in names
+            # Per policy, every round's records with their two predictions, pooled.
+            pooled: dict[str, tuple[list[Any], list[float | None], list[float | None]]] = {
+                n: ([], [], []) for n in names
             }
             per_round: dict[str, list[float | None]] = {n: [] for n in names}
             for k in range(cfg.repeats):
@@ -291,9 +292,10 @@ def run_emulate(cfg: EmulateConfig) -> int:
                     )  # fmt: skip
                     if k == 0:
                         runs[name], times[name] = recs, tts
-                    pooled[name][0].extend(recs)
-                    pooled[name][1].extend(tts)
-                    r = summarize_with_predictions(recs, cost, trace, tts, cfg.rtt_ms)
+                    pred, cal = predictions(recs, cost, trace, tts, cfg.rtt_ms)
+                    for acc, new in zip(pooled[name], (recs, pred, cal), strict=True):
+                        acc.extend(new)
+                    r = summarize(recs, pred, cal)
                     per_round[name].append(r["timely_accuracy"])
                     sim = r.get("predicted_latency_ms_mean") or 0.0
                     tag = f" (round {k + 1})" if cfg.repeats > 1 else ""
@@ -303,8 +305,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
                         flush=True,
                     )
             for name in names:
-                recs, tts = pooled[name]
-                results[name] = summarize_with_predictions(recs, cost, trace, tts, cfg.rtt_ms)
+                results[name] = summarize(*pooled[name])
                 results[name]["repeats"] = cfg.repeats
                 results[name]["timely_accuracy_per_round"] = per_round[name]
             title = (
