@@ -20,10 +20,14 @@ report time per tensor; they are compared with ``raw_pipe4``, the raw socket pip
 same way. The malloc phase uses :func:`edgeml.transport.malloc.tune_malloc`, the function
 ``edgeml serve`` and ``edgeml edge`` apply at start-up.
 
-What bounds Python gRPC here (perf, grpcio 1.85): the receive path copies each message
-three times under the GIL (per-slice bytes, bytearray append, final bytes), the send path
-copies it once into a slice, and each unary call costs ~0.4 ms of thread hand-offs; a raw
-socket with ``recv_into`` does none of that.
+What bounds Python gRPC here (grpcio 1.85.3, read off its sources and perf): the send path
+copies each message once into a slice (``grpc_slice_from_copied_buffer``); grpc core reads
+the socket into 64 KiB slices, and the receive path turns each slice into ``bytes`` and
+joins them, two more copies under the GIL; and every call costs 0.2-0.7 ms of thread
+hand-offs and Python call machinery. A raw socket with ``recv_into`` does none of that.
+``raw_grpcio_copies`` is the raw socket plus exactly those three copies, and the summary's
+``grpcio_ceiling`` turns it and the 1 KB per-call cost into the best ratio any variant can
+reach with this grpcio, measured in the same run.
 
     .venv/bin/python bench/transport.py                     # table + JSON + PNG
     .venv/bin/python bench/transport.py --rounds 1 --budget-s 0.1   # quick look
@@ -63,6 +67,8 @@ from edgeml.transport.proto.edgeml.v1 import offload_pb2, offload_pb2_grpc  # no
 from edgeml.transport.tensor_proto import from_proto, to_proto  # noqa: E402
 
 MiB = 1 << 20
+READ_SLICE = 64 << 10  # grpc core's posix endpoint reads into slices of this size (kBigAlloc)
+COPIES = "raw_grpcio_copies"  # the raw baseline that pays grpcio's Python-layer copies
 SIZES = {"1KB": 1 << 10, "100KB": 100 << 10, "1MB": MiB, "8MB": 8 * MiB}
 PIPE = 4  # tensors in flight for the pipelined variants and their raw baseline
 BIG = 64 * MiB  # message limit for the variants that lift gRPC's 4 MiB default
@@ -264,6 +270,8 @@ RAW_BASELINES = {
     f"raw_pipe{PIPE}": f"baseline for pipelined variants: raw, {PIPE} frames sent back to back, "
     f"then {PIPE} replies read; time per tensor",
     "raw_simple": "context: sendall(prefix + frame), recv chunks + b''.join (typical socket code)",
+    COPIES: "ceiling: raw, plus the copies grpcio's Python layer makes (client: payload into a "
+    "new buffer; server: every 64 KiB read slice to bytes, then joined); no HTTP/2, no threads",
 }
 
 
@@ -407,6 +415,25 @@ def _serve_simple_conn(conn: socket.socket) -> None:
             conn.sendall(_frame_reply(b"".join(chunks)))
 
 
+def _serve_copying_conn(conn: socket.socket) -> None:
+    """:func:`_serve_raw_conn` plus grpcio 1.85's receive copies: ``ReceiveMessageOperation``
+    turns each read slice into ``bytes`` and joins them into the message."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(1 << 16)
+    head = bytearray(_LEN.size)
+    with conn:
+        while _recv_exact(conn, memoryview(head)):
+            (n,) = _LEN.unpack(head)
+            if n > len(buf):
+                buf = bytearray(n)
+            view = memoryview(buf)[:n]
+            if not _recv_exact(conn, view):
+                return
+            frame = b"".join([bytes(view[i : i + READ_SLICE]) for i in range(0, n, READ_SLICE)])
+            conn.sendall(_frame_reply(frame))
+            del view, frame
+
+
 def _serve_raw(listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
     while True:
         conn, _ = listener.accept()
@@ -459,7 +486,12 @@ def serve(ports: mp.Queue, stop: mp.Event, server_options: dict, malloc: bool) -
     if malloc:
         tune_malloc()
     out = {}
-    for name, handler in (("raw", _serve_raw_conn), ("raw_simple", _serve_simple_conn)):
+    raw_handlers = (
+        ("raw", _serve_raw_conn),
+        ("raw_simple", _serve_simple_conn),
+        (COPIES, _serve_copying_conn),
+    )
+    for name, handler in raw_handlers:
         listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=_serve_raw, args=(listener, handler), daemon=True).start()
         out[name] = listener.getsockname()[1]
@@ -519,6 +551,21 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class CopyingRawClient(RawClient):
+    """:class:`RawClient` plus grpcio 1.85's send copy (``grpc_slice_from_copied_buffer``)."""
+
+    def call_for(self, e: codecs.EncodedTensor) -> Call:
+        def call() -> float:
+            header = codecs.header_bytes(e)
+            payload = memoryview(e.payload).tobytes()  # a fresh buffer, one memcpy
+            self.sock.sendmsg([_LEN.pack(len(header) + len(payload)), header, payload])
+            if not _recv_exact(self.sock, memoryview(self.reply)):
+                raise ConnectionError("raw server closed the connection")
+            return _REPLY.unpack(self.reply)[0]
+
+        return call
 
 
 class SimpleRawClient(RawClient):
@@ -688,6 +735,7 @@ def phase_worker(conn: Connection, variants: list[Variant], malloc: bool) -> Non
             "raw": RawClient(ports["raw"]),
             f"raw_pipe{PIPE}": RawClient(ports["raw"], inflight=PIPE),
             "raw_simple": SimpleRawClient(ports["raw_simple"]),
+            COPIES: CopyingRawClient(ports[COPIES]),
         }
         clients = {v.name: GrpcClient(v, ports[v.server]) for v in variants}
         calls: dict[tuple[str, str], Call] = {}
@@ -842,11 +890,53 @@ def summarize(rows: dict[str, dict]) -> dict[str, object]:
     ]
     return {
         "best_per_size": best,
+        "grpcio_ceiling": grpcio_ceiling(rows),
         "target_ratio_0.5_at_1MB_and_8MB_met": all(
             best.get(lab, {}).get("ratio_vs_raw", 0) >= 0.5 for lab in ("1MB", "8MB")
         ),
         "target_1KB_le_1.5ms_met": bool(one_kb) and min(one_kb) <= 1.5,
     }
+
+
+def _best_median(rows: dict[str, dict], names: list[str], lab: str) -> float | None:
+    cells = [rows[n]["sizes"][lab] for n in names]
+    meds = [c["median_ms"] for c in cells if "median_ms" in c]
+    return min(meds) if meds else None
+
+
+def grpcio_ceiling(rows: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """The best gRPC/raw ratio this grpcio can reach, per size, measured in this run.
+
+    ``copies_only``: raw / ``raw_grpcio_copies``, a socket that pays grpcio's Python-layer
+    copies and nothing else (no HTTP/2, no thread hand-offs). ``with_per_call`` also adds
+    gRPC's fixed cost per call: the fastest non-pipelined 1 KB gRPC round trip minus the
+    raw one. A variant cannot beat ``copies_only`` without fewer copies than grpcio makes;
+    ``best_share_of_bound`` is how much of ``with_per_call`` the best variant reaches.
+    """
+    raws = [n for n in rows if n in ("raw", "raw+malloc")]
+    copies = [n for n in rows if n.startswith(COPIES)]
+    grpc_rows = [n for n, r in rows.items() if "malloc_tuned_phase" in r]
+    unpiped = [n for n in grpc_rows if not n.startswith(f"pipe{PIPE}_")]
+    raw_1kb, grpc_1kb = _best_median(rows, raws, "1KB"), _best_median(rows, unpiped, "1KB")
+    per_call = max(0.0, grpc_1kb - raw_1kb) if raw_1kb and grpc_1kb else 0.0
+    out = {}
+    for lab in SIZES:
+        raw, cop = _best_median(rows, raws, lab), _best_median(rows, copies, lab)
+        if raw is None or cop is None:
+            continue
+        best = max(
+            (r["sizes"][lab].get("ratio_vs_raw", 0.0) for n, r in rows.items() if n in unpiped),
+            default=0.0,
+        )
+        bound = raw / (cop + per_call)
+        out[lab] = {
+            "copies_only": round(raw / cop, 3),
+            "with_per_call": round(bound, 3),
+            "per_call_ms": round(per_call, 3),
+            "best_unpipelined": round(best, 3),
+            "best_share_of_bound": round(best / bound, 3),
+        }
+    return out
 
 
 def print_table(rows: dict[str, dict]) -> None:
@@ -885,6 +975,13 @@ def print_table(rows: dict[str, dict]) -> None:
                 print(f"{'':13s}   {lab} failed: {row['sizes'][lab]['error']}")
 
 
+def _raw_linestyle(name: str) -> str:
+    for key, style in (("simple", "--"), ("pipe", ":"), (COPIES, "-.")):
+        if key in name:
+            return style
+    return "-"
+
+
 def plot(rows: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -901,7 +998,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
         if is_raw:
             style = {
                 "color": "black",
-                "linestyle": "--" if "simple" in name else ":" if "pipe" in name else "-",
+                "linestyle": _raw_linestyle(name),
                 "linewidth": 1.2 if "malloc" in name else 2.5,
             }
         ax1.plot(xs, ys, marker="o", label=name, **style)
@@ -916,6 +1013,11 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     ax1.set_ylabel("MB/s (payload / median round trip)")
     ax1.legend(fontsize=7, ncol=2)
     ax2.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ceiling = grpcio_ceiling(rows)
+    xs = [i for i, lab in enumerate(labels) if lab in ceiling]
+    for key, style in (("copies_only", "-."), ("with_per_call", "-")):
+        ys = [ceiling[labels[i]][key] for i in xs]
+        ax2.plot(xs, ys, color="black", linestyle=style, linewidth=2.5, label=f"ceiling: {key}")
     ax2.set_ylabel("gRPC / raw socket throughput")
     ax2.set_ylim(0, 1.0)
     ax2.legend(fontsize=7, ncol=2)
@@ -942,6 +1044,12 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print_table(rows)
     summary = summarize(rows)
+    print("\nceiling for grpcio (gRPC/raw), from raw_grpcio_copies and the 1 KB per-call cost")
+    print(f"{'':22s}" + "".join(f"{lab:>9s}" for lab in SIZES))
+    ceiling = summary["grpcio_ceiling"]
+    for key in ("copies_only", "with_per_call", "best_unpipelined", "best_share_of_bound"):
+        vals = [ceiling.get(lab, {}).get(key) for lab in SIZES]
+        print(f"{key:22s}" + "".join(f"{v:9.2f}" if v is not None else f"{'-':>9s}" for v in vals))
     print(f"\nsummary: {json.dumps(summary)}")
     doc = {
         "bench": "transport",
