@@ -23,7 +23,7 @@ same way. The malloc phase uses :func:`edgeml.transport.malloc.tune_malloc`, the
 What bounds Python gRPC here (grpcio 1.85.3, read off its sources and perf): the send path
 copies each message once into a slice (``grpc_slice_from_copied_buffer``); grpc core reads
 the socket into 64 KiB slices, and the receive path turns each slice into ``bytes`` and
-joins them, two more copies under the GIL; and every call costs 0.2-0.7 ms of thread
+joins them, two more copies under the GIL; and every call costs 0.2-0.8 ms of thread
 hand-offs and Python call machinery. A raw socket with ``recv_into`` does none of that.
 ``raw_grpcio_copies`` is the raw socket plus exactly those three copies, and the summary's
 ``grpcio_ceiling`` turns it and the 1 KB per-call cost into the best ratio any variant can
@@ -114,8 +114,8 @@ SERVER_OPTIONS: dict[str, Options] = {
     "nocomp": SIZE_LIMITS + NO_COMPRESSION,
     "throughput": SIZE_LIMITS + NO_COMPRESSION + THROUGHPUT,
     "tuned": TUNED,
-    "aio_tuned": TUNED,
-    "zerocopy": TUNED + TX_ZEROCOPY,  # the same options on a grpc.aio (asyncio) server
+    "aio_tuned": TUNED,  # the same options on a grpc.aio (asyncio) server
+    "zerocopy": TUNED + TX_ZEROCOPY,
 }
 
 
@@ -132,6 +132,7 @@ class Variant:
     malloc: bool = False  # phase: glibc malloc tuned in client and server processes
     chunk_bytes: int = 0  # stream_chunked: largest message; a tensor spans several
     inflight: int = 1  # tensors sent back to back before their replies are read (pipelining)
+    aio_client: bool = False  # a grpc.aio channel driven by the caller's own event loop
 
 
 VARIANTS = [
@@ -229,6 +230,25 @@ VARIANTS = [
         TUNED,
         "stream_frame",
         malloc=True,
+    ),
+    Variant(
+        "aio_both_split",
+        "aio_split with a grpc.aio client too: calls run on the caller's event loop",
+        "aio_tuned",
+        TUNED,
+        "unary_split",
+        no_compression_per_call=True,
+        malloc=True,
+        aio_client=True,
+    ),
+    Variant(
+        "aio_both_stream",
+        "aio_stream with a grpc.aio client too: no thread hand-off on either side",
+        "aio_tuned",
+        TUNED,
+        "stream_frame",
+        malloc=True,
+        aio_client=True,
     ),
     Variant(
         f"pipe{PIPE}_stream",
@@ -582,6 +602,70 @@ class SimpleRawClient(RawClient):
         return call
 
 
+class AioGrpcClient:
+    """A grpc.aio channel on an event loop that the calling thread runs for each call, so
+    no other thread touches a request or a reply on the client side."""
+
+    def __init__(self, variant: Variant, port: int) -> None:
+        self.variant = variant
+        self.loop = asyncio.new_event_loop()
+        self.kw = (
+            {"compression": grpc.Compression.NoCompression}
+            if variant.no_compression_per_call
+            else {}
+        )
+
+        async def connect() -> grpc.aio.Channel:
+            channel = grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=list(variant.client_options)
+            )
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            return channel
+
+        self.channel = self.loop.run_until_complete(connect())
+        self._stream = None
+        if variant.call == "stream_frame":
+
+            async def open_stream():  # the call must be created inside the loop
+                return self.channel.stream_stream(BYTES_STREAM)()
+
+            self._stream = self.loop.run_until_complete(open_stream())
+
+    def call_for(self, e: codecs.EncodedTensor) -> Call:
+        kind, kw, run = self.variant.call, self.kw, self.loop.run_until_complete
+        if kind == "unary_split":
+            split = self.channel.unary_unary(
+                SPLIT_UNARY, response_deserializer=offload_pb2.InferReply.FromString
+            )
+
+            async def one() -> float:
+                req = offload_pb2.InferRequest(request_id="b")
+                to_proto(e, req.tensor, with_data=False)
+                meta = ((SPLIT_KEY, req.SerializeToString()),)
+                return (await split(e.payload, metadata=meta, timeout=60, **kw)).confidence
+
+        elif kind == "stream_frame":
+            stream = self._stream
+            assert stream is not None
+
+            async def one() -> float:
+                await stream.write(codecs.to_bytes(e))
+                return _REPLY.unpack(await stream.read())[0]
+
+        else:
+            raise ValueError(f"call: no asyncio client for call shape {kind!r}")
+        return lambda: run(one())
+
+    def close(self) -> None:
+        async def done() -> None:
+            if self._stream is not None:
+                await self._stream.done_writing()
+            await self.channel.close()
+
+        self.loop.run_until_complete(done())
+        self.loop.close()
+
+
 class GrpcClient:
     """One channel per variant; builds the per-call function for its call shape."""
 
@@ -737,7 +821,10 @@ def phase_worker(conn: Connection, variants: list[Variant], malloc: bool) -> Non
             "raw_simple": SimpleRawClient(ports["raw_simple"]),
             COPIES: CopyingRawClient(ports[COPIES]),
         }
-        clients = {v.name: GrpcClient(v, ports[v.server]) for v in variants}
+        clients = {
+            v.name: (AioGrpcClient if v.aio_client else GrpcClient)(v, ports[v.server])
+            for v in variants
+        }
         calls: dict[tuple[str, str], Call] = {}
         for label, (e, _) in data.items():
             for name, raw in raws.items():
