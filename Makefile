@@ -34,6 +34,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check edgeml tests bench examples
+	$(VENV)/bin/ruff format --check edgeml tests bench examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info

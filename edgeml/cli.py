@@ -73,12 +73,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="measure block, head and codec costs -> profile.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "profile",
+        help="measure block, head and codec costs -> profile.json",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("bundle", help="bundle directory (profile.json is written into it)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per entry (median kept)")
-    p.add_argument("--edge-slowdown", type=float, default=12.0,
-                   help="how much slower the edge is than this machine")
+    p.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=12.0,
+        help="how much slower the edge is than this machine",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads while measuring")
     p.set_defaults(func=_cmd_profile)
 
@@ -88,12 +95,22 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import TrainConfig, train_agent
 
-    cfg = TrainConfig(timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed,
-                      threads=args.threads, progress=not args.no_progress,
-                      tensorboard=args.tensorboard)  # fmt: skip
+    cfg = TrainConfig(
+        timesteps=args.timesteps,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+    )
     traces = load_traces(args.traces, split=args.split)
-    scenario = Scenario(bundle=args.bundle, traces=args.traces, trace_split=args.split,
-                        codec=args.codec, deadline_ms=args.deadline_ms)  # fmt: skip
+    scenario = Scenario(
+        bundle=args.bundle,
+        traces=args.traces,
+        trace_split=args.split,
+        codec=args.codec,
+        deadline_ms=args.deadline_ms,
+    )
     res = train_agent(args.bundle, traces, args.out, cfg, scenario)
     print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
     return 0
@@ -103,12 +120,19 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
     from edgeml.rl_agent.train import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train-agent", help="train the PPO agent in the simulator -> policy .zip",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "train-agent",
+        help="train the PPO agent in the simulator -> policy .zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("bundle", help="bundle directory (with profile.json)")
     p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
-    p.add_argument("--split", choices=("train", "test", "all"), default="train",
-                   help="which files of each trace family to train on")
+    p.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="train",
+        help="which files of each trace family to train on",
+    )
     p.add_argument("--out", required=True, help="policy .zip (the numpy actor goes next to it)")
     p.add_argument("--timesteps", type=int, default=d.timesteps)
     p.add_argument("--n-envs", type=int, default=d.n_envs, help="vectorised environments")
@@ -130,11 +154,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bundle = Bundle.load(args.bundle)
     policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
     traces = load_traces(args.traces, split=args.split)
-    scenario = Scenario(bundle=args.bundle, traces=args.traces, trace_split=args.split,
-                        codec=args.codec, deadline_ms=args.deadline_ms)  # fmt: skip
+    scenario = Scenario(
+        bundle=args.bundle,
+        traces=args.traces,
+        trace_split=args.split,
+        codec=args.codec,
+        deadline_ms=args.deadline_ms,
+    )
     cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
-    result, records = ev.evaluate(policies, scenario, traces, cfg, bundle=bundle,
-                                  progress=not args.no_progress)  # fmt: skip
+    result, records = ev.evaluate(
+        policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress
+    )
     print(ev.format_table(result))
     if args.json:
         from pathlib import Path
@@ -151,13 +181,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="simulate: policy vs baselines vs oracle -> JSON, PNG",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "evaluate",
+        help="simulate: policy vs baselines vs oracle -> JSON, PNG",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("bundle", help="bundle directory (with profile.json)")
     p.add_argument("--policy", default=None, help="policy .zip or exported actor .npz")
     p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
-    p.add_argument("--split", choices=("train", "test", "all"), default="test",
-                   help="which files of each trace family to evaluate on")
+    p.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="test",
+        help="which files of each trace family to evaluate on",
+    )
     p.add_argument("--json", default=None, help="write the results JSON here")
     p.add_argument("--plot", default=None, help="write the PNG here")
     p.add_argument("--segments", type=int, default=4, help="episodes per trace file")
@@ -178,13 +215,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         tokens = load_tokens(args.token_file, args.token_env)
         cfg = ServerConfig(
-            bundle=args.bundle, host=args.host, port=args.port, max_batch=args.max_batch,
-            max_wait_us=args.max_wait_us, batch_wait_alone=args.batch_wait_alone,
-            metrics_port=args.metrics_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            bundle=args.bundle,
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_wait_us=args.max_wait_us,
+            batch_wait_alone=args.batch_wait_alone,
+            metrics_port=args.metrics_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             client_ca=args.client_ca,
-            tokens=tokens, max_payload_bytes=args.max_payload_bytes, workers=args.workers,
-            torch_threads=args.threads, grace_s=args.grace_s,
-        )  # fmt: skip
+            tokens=tokens,
+            max_payload_bytes=args.max_payload_bytes,
+            workers=args.workers,
+            torch_threads=args.threads,
+            grace_s=args.grace_s,
+        )
     except (ValueError, OSError) as exc:
         print(f"edgeml serve: {exc}", file=sys.stderr)
         return 2
@@ -203,37 +249,66 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="cloud gRPC server: runs blocks s+1..e of a bundle",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="cloud gRPC server: runs blocks s+1..e of a bundle",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("bundle", help="bundle directory (same weights as the edge's)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
-    p.add_argument("--max-batch", type=int, default=16,
-                   help="requests per dynamic batch; 1 turns batching off")
-    p.add_argument("--max-wait-us", type=int, default=1000,
-                   help="longest a request waits for others with the same (split, exit); "
-                        "a request that finds the server idle runs at once")
-    p.add_argument("--batch-wait-alone", action="store_true",
-                   help="wait --max-wait-us even when the server is idle")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="Prometheus /metrics port on --host (unset: no endpoint)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="requests per dynamic batch; 1 turns batching off"
+    )
+    p.add_argument(
+        "--max-wait-us",
+        type=int,
+        default=1000,
+        help="longest a request waits for others with the same (split, exit); "
+        "a request that finds the server idle runs at once",
+    )
+    p.add_argument(
+        "--batch-wait-alone",
+        action="store_true",
+        help="wait --max-wait-us even when the server is idle",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus /metrics port on --host (unset: no endpoint)",
+    )
     p.add_argument("--tls-cert", default=None, help="PEM server certificate (enables TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    p.add_argument("--client-ca", default=None,
-                   help="PEM CA for client certificates (mutual TLS)")
-    p.add_argument("--token-file", default=None,
-                   help="file of accepted bearer tokens, one per line (enables token auth)")
-    p.add_argument("--token-env", default=None, metavar="VAR",
-                   help="environment variable holding an accepted bearer token")
-    p.add_argument("--max-payload-bytes", type=int, default=4 << 20,
-                   help="largest tensor payload accepted")
+    p.add_argument("--client-ca", default=None, help="PEM CA for client certificates (mutual TLS)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file of accepted bearer tokens, one per line (enables token auth)",
+    )
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding an accepted bearer token",
+    )
+    p.add_argument(
+        "--max-payload-bytes", type=int, default=4 << 20, help="largest tensor payload accepted"
+    )
     p.add_argument("--workers", type=int, default=32, help="gRPC handler threads")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--grace-s", type=float, default=10.0,
-                   help="on SIGTERM, how long in-flight requests may take to finish")
-    p.add_argument("--no-malloc-tuning", action="store_true",
-                   help="leave glibc malloc alone (default: keep freed multi-MB tensor "
-                   "buffers mapped, ~4x faster 8 MB requests; see edgeml/transport/malloc.py)")
+    p.add_argument(
+        "--grace-s",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long in-flight requests may take to finish",
+    )
+    p.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc malloc alone (default: keep freed multi-MB tensor "
+        "buffers mapped, ~4x faster 8 MB requests; see edgeml/transport/malloc.py)",
+    )
     p.set_defaults(func=_cmd_serve)
 
 
@@ -243,16 +318,26 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     from edgeml.runtime import commands as c
 
     for name, help_, add_args, cmd in (
-        ("edge", "edge daemon: decide, run the head, offload, fall back",
-         c.add_edge_args, c.cmd_edge),
-        ("demo", "cloud + edge on loopback over a real trace, vs baselines",
-         c.add_demo_args, c.cmd_demo),
-        ("emulate", "root: cloud and edge in network namespaces, tc-shaped",
-         c.add_emulate_args, c.cmd_emulate),
-    ):  # fmt: skip
-        p = sub.add_parser(
-            name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        (
+            "edge",
+            "edge daemon: decide, run the head, offload, fall back",
+            c.add_edge_args,
+            c.cmd_edge,
+        ),
+        (
+            "demo",
+            "cloud + edge on loopback over a real trace, vs baselines",
+            c.add_demo_args,
+            c.cmd_demo,
+        ),
+        (
+            "emulate",
+            "root: cloud and edge in network namespaces, tc-shaped",
+            c.add_emulate_args,
+            c.cmd_emulate,
+        ),
+    ):
+        p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         add_args(p)
         p.set_defaults(func=cmd)
 
@@ -263,8 +348,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
-        _add_build, _add_profile, _add_train_agent, _add_evaluate, _add_serve, _add_runtime,
-    ):  # fmt: skip
+        _add_build,
+        _add_profile,
+        _add_train_agent,
+        _add_evaluate,
+        _add_serve,
+        _add_runtime,
+    ):
         add(sub)
     return parser
 

@@ -328,11 +328,7 @@ class CostModel:
             link = self.bytes[c] * 8.0 / (bandwidth_mbps * 1e3) + rtt_ms
         else:
             link = np.full(self.num_blocks + 1, math.inf)
-        per_split = (
-            self._enc_edge_ms[c] * load
-            + link
-            + self.decode_ms[c] / self.cloud_speedup
-        )
+        per_split = self._enc_edge_ms[c] * load + link + self.decode_ms[c] / self.cloud_speedup
         offload = np.where(
             self.offloaded, per_split[:, None, None, None] + self.cloud_compute_ms, 0.0
         )
