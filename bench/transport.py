@@ -316,7 +316,7 @@ class _Servicer(offload_pb2_grpc.OffloadServicer):
             yield self.Infer(request, context)
 
 
-def _frame_reply(frame: bytes) -> bytes:
+def _frame_reply(frame: bytes | memoryview) -> bytes:
     x = codecs.decode(codecs.from_bytes(frame))
     return _REPLY.pack(checksum(x), len(frame))
 
@@ -399,8 +399,8 @@ def _recv_exact(conn: socket.socket, view: memoryview) -> bool:
     return True
 
 
-def _serve_raw_conn(conn: socket.socket) -> None:
-    """Length-prefixed frames into one reused buffer; decode is zero-copy from it."""
+def _serve_frames(conn: socket.socket, reply: Callable[[memoryview], bytes]) -> None:
+    """Length-prefixed frames into one reused buffer; ``reply`` answers each frame."""
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray(1 << 16)
     head = bytearray(_LEN.size)
@@ -412,9 +412,26 @@ def _serve_raw_conn(conn: socket.socket) -> None:
             view = memoryview(buf)[:n]
             if not _recv_exact(conn, view):
                 return
-            x = codecs.decode(codecs.from_bytes(view))
-            conn.sendall(_REPLY.pack(checksum(x), n))
-            del x, view
+            conn.sendall(reply(view))
+            del view
+
+
+def _serve_raw_conn(conn: socket.socket) -> None:
+    """The baseline server: decode is zero-copy from the reused buffer."""
+    _serve_frames(conn, _frame_reply)
+
+
+def _serve_copying_conn(conn: socket.socket) -> None:
+    """:func:`_serve_raw_conn` plus grpcio 1.85's receive copies: ``ReceiveMessageOperation``
+    turns each read slice into ``bytes`` and joins them into the message."""
+
+    def reply(view: memoryview) -> bytes:
+        n = len(view)
+        return _frame_reply(
+            b"".join([bytes(view[i : i + READ_SLICE]) for i in range(0, n, READ_SLICE)])
+        )
+
+    _serve_frames(conn, reply)
 
 
 def _serve_simple_conn(conn: socket.socket) -> None:
@@ -433,25 +450,6 @@ def _serve_simple_conn(conn: socket.socket) -> None:
                 chunks.append(chunk)
                 got += len(chunk)
             conn.sendall(_frame_reply(b"".join(chunks)))
-
-
-def _serve_copying_conn(conn: socket.socket) -> None:
-    """:func:`_serve_raw_conn` plus grpcio 1.85's receive copies: ``ReceiveMessageOperation``
-    turns each read slice into ``bytes`` and joins them into the message."""
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = bytearray(1 << 16)
-    head = bytearray(_LEN.size)
-    with conn:
-        while _recv_exact(conn, memoryview(head)):
-            (n,) = _LEN.unpack(head)
-            if n > len(buf):
-                buf = bytearray(n)
-            view = memoryview(buf)[:n]
-            if not _recv_exact(conn, view):
-                return
-            frame = b"".join([bytes(view[i : i + READ_SLICE]) for i in range(0, n, READ_SLICE)])
-            conn.sendall(_frame_reply(frame))
-            del view, frame
 
 
 def _serve_raw(listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:

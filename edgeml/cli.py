@@ -9,8 +9,12 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from edgeml import __version__
+
+if TYPE_CHECKING:
+    from edgeml.rl_agent.env import Scenario
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -90,8 +94,34 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_profile)
 
 
-def _cmd_train_agent(args: argparse.Namespace) -> int:
+def _add_scenario_args(p: argparse.ArgumentParser, split: str, what: str) -> None:
+    """The flags behind :func:`_scenario`, shared by ``train-agent`` and ``evaluate``."""
+    p.add_argument("bundle", help="bundle directory (with profile.json)")
+    p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
+    p.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default=split,
+        help=f"which files of each trace family to {what} on",
+    )
+    p.add_argument("--codec", default="int8", help="tensor codec on the link")
+    p.add_argument("--deadline-ms", type=float, default=100.0, help="per-input deadline")
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    """The simulated scenario of ``train-agent`` and ``evaluate`` (same flags, same defaults)."""
     from edgeml.rl_agent.env import Scenario
+
+    return Scenario(
+        bundle=args.bundle,
+        traces=args.traces,
+        trace_split=args.split,
+        codec=args.codec,
+        deadline_ms=args.deadline_ms,
+    )
+
+
+def _cmd_train_agent(args: argparse.Namespace) -> int:
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import TrainConfig, train_agent
 
@@ -104,13 +134,7 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
     )
     traces = load_traces(args.traces, split=args.split)
-    scenario = Scenario(
-        bundle=args.bundle,
-        traces=args.traces,
-        trace_split=args.split,
-        codec=args.codec,
-        deadline_ms=args.deadline_ms,
-    )
+    scenario = _scenario(args)
     res = train_agent(args.bundle, traces, args.out, cfg, scenario)
     print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
     return 0
@@ -125,21 +149,12 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
         help="train the PPO agent in the simulator -> policy .zip",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("bundle", help="bundle directory (with profile.json)")
-    p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
-    p.add_argument(
-        "--split",
-        choices=("train", "test", "all"),
-        default="train",
-        help="which files of each trace family to train on",
-    )
+    _add_scenario_args(p, split="train", what="train")
     p.add_argument("--out", required=True, help="policy .zip (the numpy actor goes next to it)")
     p.add_argument("--timesteps", type=int, default=d.timesteps)
     p.add_argument("--n-envs", type=int, default=d.n_envs, help="vectorised environments")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--codec", default="int8", help="tensor codec on the link")
-    p.add_argument("--deadline-ms", type=float, default=100.0)
     p.add_argument("--tensorboard", default=None, help="TensorBoard dir (None: next to OUT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_agent)
@@ -148,19 +163,12 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edgeml.bundle import Bundle
     from edgeml.rl_agent import evaluate as ev
-    from edgeml.rl_agent.env import Scenario
     from edgeml.rl_agent.traces import load_traces
 
     bundle = Bundle.load(args.bundle)
     policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
     traces = load_traces(args.traces, split=args.split)
-    scenario = Scenario(
-        bundle=args.bundle,
-        traces=args.traces,
-        trace_split=args.split,
-        codec=args.codec,
-        deadline_ms=args.deadline_ms,
-    )
+    scenario = _scenario(args)
     cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
     result, records = ev.evaluate(
         policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress
@@ -186,22 +194,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="simulate: policy vs baselines vs oracle -> JSON, PNG",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("bundle", help="bundle directory (with profile.json)")
+    _add_scenario_args(p, split="test", what="evaluate")
     p.add_argument("--policy", default=None, help="policy .zip or exported actor .npz")
-    p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
-    p.add_argument(
-        "--split",
-        choices=("train", "test", "all"),
-        default="test",
-        help="which files of each trace family to evaluate on",
-    )
     p.add_argument("--json", default=None, help="write the results JSON here")
     p.add_argument("--plot", default=None, help="write the PNG here")
     p.add_argument("--segments", type=int, default=4, help="episodes per trace file")
     p.add_argument("--steps", type=int, default=600, help="inputs per episode")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--codec", default="int8", help="tensor codec on the link")
-    p.add_argument("--deadline-ms", type=float, default=100.0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
