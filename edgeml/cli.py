@@ -20,7 +20,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from edgeml.build import PRESETS, build_bundle
+    from edgeml.build import build_bundle
+    from edgeml.build_config import PRESETS
 
     cfg = copy.deepcopy(PRESETS[args.preset])
     if args.epochs is not None:
@@ -41,7 +42,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
-    from edgeml.build import PRESETS
+    from edgeml.build_config import PRESETS
 
     p = sub.add_parser(
         "build",
@@ -122,8 +123,9 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 
 
 def _cmd_train_agent(args: argparse.Namespace) -> int:
+    from edgeml.rl_agent.config import TrainConfig
     from edgeml.rl_agent.traces import load_traces
-    from edgeml.rl_agent.train import TrainConfig, train_agent
+    from edgeml.rl_agent.train import train_agent
 
     cfg = TrainConfig(
         timesteps=args.timesteps,
@@ -141,7 +143,7 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
 
 
 def _add_train_agent(sub: argparse._SubParsersAction) -> None:
-    from edgeml.rl_agent.train import TrainConfig
+    from edgeml.rl_agent.config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,48 +23,14 @@ import torch
 
 from edgeml.bundle import Bundle
 from edgeml.rl_agent.actor import NumpyActor, export_actor
+from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
 from edgeml.rl_agent.traces import Trace
-from edgeml.rl_agent.warm_start import WarmStartConfig, warm_start
+from edgeml.rl_agent.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "train_agent"]
-
-
-@dataclass
-class TrainConfig:
-    """PPO and training-loop settings (defaults finish in well under 15 min on 2 cores).
-
-    :param gamma: short horizon: an action's effects (a fresh throughput measurement, time
-        spent) fade within a few inputs.
-    :param eval_freq: environment steps (all envs together) between evaluations.
-    :param eval_episodes: fixed validation episodes per evaluation.
-    :param warm_start: behaviour cloning from a teacher before PPO (see :mod:`.warm_start`);
-        ``WarmStartConfig(teacher="none")`` starts PPO from scratch.
-    """
-
-    timesteps: int = 1_000_000
-    n_envs: int = 8
-    seed: int = 0
-    n_steps: int = 256
-    batch_size: int = 512
-    n_epochs: int = 5
-    learning_rate: float = 1e-4  # small: PPO refines a cloned policy, it does not start cold
-    lr_final_fraction: float = 1.0  # linear decay to this fraction of ``learning_rate``
-    gamma: float = 0.9
-    gae_lambda: float = 0.9
-    ent_coef: float = 0.01
-    clip_range: float = 0.2
-    net_arch: tuple[int, ...] = (128, 128)
-    eval_freq: int = 50_000
-    eval_episodes: int = 12
-    reward: str = "expected"  # the training env's reward mode (see ``env``: less noise)
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
-    threads: int = 1
-    progress: bool = True
-    tensorboard: str | None = None  # default: <out dir>/tb
-    extra: dict[str, Any] = field(default_factory=dict)  # more PPO keyword arguments
 
 
 @dataclass

@@ -33,33 +33,18 @@ those rollouts, so PPO's first advantages are not noise that would undo the clon
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from edgeml.rl_agent.baselines import make_teacher
+from edgeml.rl_agent.config import WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WarmStartConfig", "collect", "warm_start"]
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    """:param teacher: a name of :data:`.baselines.TEACHERS`; ``none`` turns the warm start off.
-    :param steps: labelled states to collect.
-    :param explore: share of steps that execute a random action (the label stays the teacher's).
-    """
-
-    teacher: str = "edgent-last"
-    steps: int = 80_000
-    explore: float = 0.2
-    epochs: int = 20
-    batch_size: int = 512
-    learning_rate: float = 1e-3
 
 
 def collect(
