@@ -545,10 +545,16 @@ class RawClient:
         self.reply = bytearray(_REPLY.size)
         self.inflight = inflight
 
+    def _payload(self, e: codecs.EncodedTensor) -> bytes | memoryview:
+        return e.payload
+
+    def _send(self, e: codecs.EncodedTensor) -> None:
+        header, payload = codecs.header_bytes(e), self._payload(e)
+        self.sock.sendmsg([_LEN.pack(len(header) + len(payload)), header, payload])
+
     def call_for(self, e: codecs.EncodedTensor) -> Call:
         def one() -> float:
-            header = codecs.header_bytes(e)
-            self.sock.sendmsg([_LEN.pack(len(header) + len(e.payload)), header, e.payload])
+            self._send(e)
             if not _recv_exact(self.sock, memoryview(self.reply)):
                 raise ConnectionError("raw server closed the connection")
             return _REPLY.unpack(self.reply)[0]
@@ -556,8 +562,7 @@ class RawClient:
         def pipelined() -> list[float]:
             # Replies are 16 bytes: they wait in the socket buffer while the frames go out.
             for _ in range(self.inflight):
-                header = codecs.header_bytes(e)
-                self.sock.sendmsg([_LEN.pack(len(header) + len(e.payload)), header, e.payload])
+                self._send(e)
             out = []
             for _ in range(self.inflight):
                 if not _recv_exact(self.sock, memoryview(self.reply)):
@@ -574,16 +579,8 @@ class RawClient:
 class CopyingRawClient(RawClient):
     """:class:`RawClient` plus grpcio 1.85's send copy (``grpc_slice_from_copied_buffer``)."""
 
-    def call_for(self, e: codecs.EncodedTensor) -> Call:
-        def call() -> float:
-            header = codecs.header_bytes(e)
-            payload = memoryview(e.payload).tobytes()  # a fresh buffer, one memcpy
-            self.sock.sendmsg([_LEN.pack(len(header) + len(payload)), header, payload])
-            if not _recv_exact(self.sock, memoryview(self.reply)):
-                raise ConnectionError("raw server closed the connection")
-            return _REPLY.unpack(self.reply)[0]
-
-        return call
+    def _payload(self, e: codecs.EncodedTensor) -> bytes:
+        return memoryview(e.payload).tobytes()  # a fresh buffer, one memcpy
 
 
 class SimpleRawClient(RawClient):
@@ -600,6 +597,19 @@ class SimpleRawClient(RawClient):
         return call
 
 
+def _call_kwargs(variant: Variant) -> dict[str, object]:
+    return (
+        {"compression": grpc.Compression.NoCompression} if variant.no_compression_per_call else {}
+    )
+
+
+def _split_metadata(e: codecs.EncodedTensor) -> tuple[tuple[str, bytes], ...]:
+    """The ``split`` call shape's request: InferRequest without its data, as '-bin' metadata."""
+    req = offload_pb2.InferRequest(request_id="b")
+    to_proto(e, req.tensor, with_data=False)
+    return ((SPLIT_KEY, req.SerializeToString()),)
+
+
 class AioGrpcClient:
     """A grpc.aio channel on an event loop that the calling thread runs for each call, so
     no other thread touches a request or a reply on the client side."""
@@ -607,11 +617,7 @@ class AioGrpcClient:
     def __init__(self, variant: Variant, port: int) -> None:
         self.variant = variant
         self.loop = asyncio.new_event_loop()
-        self.kw = (
-            {"compression": grpc.Compression.NoCompression}
-            if variant.no_compression_per_call
-            else {}
-        )
+        self.kw = _call_kwargs(variant)
 
         async def connect() -> grpc.aio.Channel:
             channel = grpc.aio.insecure_channel(
@@ -637,9 +643,7 @@ class AioGrpcClient:
             )
 
             async def one() -> float:
-                req = offload_pb2.InferRequest(request_id="b")
-                to_proto(e, req.tensor, with_data=False)
-                meta = ((SPLIT_KEY, req.SerializeToString()),)
+                meta = _split_metadata(e)
                 return (await split(e.payload, metadata=meta, timeout=60, **kw)).confidence
 
         elif kind == "stream_frame":
@@ -673,11 +677,7 @@ class GrpcClient:
             f"127.0.0.1:{port}", options=list(variant.client_options)
         )
         grpc.channel_ready_future(self.channel).result(timeout=30)
-        self.kw = (
-            {"compression": grpc.Compression.NoCompression}
-            if variant.no_compression_per_call
-            else {}
-        )
+        self.kw = _call_kwargs(variant)
         self._requests: queue.SimpleQueue | None = None
         self._replies: Iterator | None = None
         if variant.call.startswith("stream"):
@@ -713,9 +713,7 @@ class GrpcClient:
             k = self.variant.inflight
 
             def call() -> list[float]:
-                req = offload_pb2.InferRequest(request_id="b")
-                to_proto(e, req.tensor, with_data=False)
-                meta = ((SPLIT_KEY, req.SerializeToString()),)
+                meta = _split_metadata(e)
                 futs = [split.future(e.payload, metadata=meta, timeout=60, **kw) for _ in range(k)]
                 return [f.result().confidence for f in futs]
 
@@ -725,9 +723,7 @@ class GrpcClient:
             )
 
             def call() -> float:
-                req = offload_pb2.InferRequest(request_id="b")
-                to_proto(e, req.tensor, with_data=False)
-                meta = ((SPLIT_KEY, req.SerializeToString()),)
+                meta = _split_metadata(e)
                 return split(e.payload, metadata=meta, timeout=60, **kw).confidence
 
         elif kind == "stream_proto":
@@ -1009,10 +1005,7 @@ def grpcio_ceiling(rows: dict[str, dict]) -> dict[str, dict[str, float]]:
         raw, cop = _best_median(rows, raws, lab), _best_median(rows, copies, lab)
         if raw is None or cop is None:
             continue
-        best = max(
-            (r["sizes"][lab].get("ratio_vs_raw", 0.0) for n, r in rows.items() if n in unpiped),
-            default=0.0,
-        )
+        best = max((rows[n]["sizes"][lab].get("ratio_vs_raw", 0.0) for n in unpiped), default=0.0)
         bound = raw / (cop + per_call)
         out[lab] = {
             "copies_only": round(raw / cop, 3),
@@ -1067,7 +1060,15 @@ def _raw_linestyle(name: str) -> str:
     return "-"
 
 
-def plot(rows: dict[str, dict], path: Path) -> None:
+def print_ceiling(ceiling: dict[str, dict[str, float]]) -> None:
+    print("ceiling for grpcio (gRPC/raw), from raw_grpcio_copies and the 1 KB per-call cost")
+    print(f"{'':22s}" + "".join(f"{lab:>9s}" for lab in SIZES))
+    for key in ("copies_only", "with_per_call", "best_unpipelined", "best_share_of_bound"):
+        vals = [ceiling.get(lab, {}).get(key) for lab in SIZES]
+        print(f"{key:22s}" + "".join(f"{v:9.2f}" if v is not None else f"{'-':>9s}" for v in vals))
+
+
+def plot(rows: dict[str, dict], ceiling: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1098,7 +1099,6 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     ax1.set_ylabel("MB/s (payload / median round trip)")
     ax1.legend(fontsize=7, ncol=2)
     ax2.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    ceiling = grpcio_ceiling(rows)
     xs = [i for i, lab in enumerate(labels) if lab in ceiling]
     for key, style in (("copies_only", "-."), ("with_per_call", "-")):
         ys = [ceiling[labels[i]][key] for i in xs]
@@ -1129,12 +1129,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print_table(rows)
     summary = summarize(rows)
-    print("\nceiling for grpcio (gRPC/raw), from raw_grpcio_copies and the 1 KB per-call cost")
-    print(f"{'':22s}" + "".join(f"{lab:>9s}" for lab in SIZES))
-    ceiling = summary["grpcio_ceiling"]
-    for key in ("copies_only", "with_per_call", "best_unpipelined", "best_share_of_bound"):
-        vals = [ceiling.get(lab, {}).get(key) for lab in SIZES]
-        print(f"{key:22s}" + "".join(f"{v:9.2f}" if v is not None else f"{'-':>9s}" for v in vals))
+    print()
+    print_ceiling(summary["grpcio_ceiling"])
     print(f"\nsummary: {json.dumps(summary)}")
     doc = {
         "bench": "transport",
@@ -1161,7 +1157,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"wrote {args.json} ({elapsed:.0f} s)")
     if not args.no_plot:
-        plot(rows, args.plot)
+        plot(rows, summary["grpcio_ceiling"], args.plot)
         print(f"wrote {args.plot}")
     return 0
 
