@@ -231,6 +231,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             torch_threads=args.threads,
             grace_s=args.grace_s,
+            **{name: getattr(args, name) for name, _ in _SERVE_LIMITS},
         )
     except (ValueError, OSError) as exc:
         print(f"edgeml serve: {exc}", file=sys.stderr)
@@ -247,6 +248,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # bad bundle, port taken, unreadable TLS files
         print(f"edgeml serve: {exc}", file=sys.stderr)
         return 2
+
+
+# ServerConfig fields that are flags as they are (name, help); defaults come from the class.
+_SERVE_LIMITS = (
+    ("max_streams", "open InferStream calls at once, below --workers (RESOURCE_EXHAUSTED beyond)"),
+    ("max_streams_per_client", "open InferStream calls per client address"),
+    ("stream_idle_s", "end a stream that sends nothing for this long"),
+    ("max_connection_age_s", "GOAWAY after this so clients re-resolve and rebalance (0: never)"),
+    ("max_connection_age_grace_s", "how long calls on an aged connection may still run"),
+    ("keepalive_s", "ping idle connections this often to find dead peers (0: never)"),
+    ("keepalive_timeout_s", "drop a connection whose ping goes unanswered this long"),
+    ("min_client_ping_s", "shortest client keepalive interval accepted"),
+)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -297,6 +311,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--max-payload-bytes", type=int, default=4 << 20, help="largest tensor payload accepted"
     )
     p.add_argument("--workers", type=int, default=32, help="gRPC handler threads")
+    from dataclasses import fields
+
+    from edgeml.transport.config import ServerConfig
+
+    defaults = {f.name: f.default for f in fields(ServerConfig)}
+    for name, help_ in _SERVE_LIMITS:
+        kind = type(defaults[name])
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name], help=help_)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument(
         "--grace-s",

@@ -7,10 +7,11 @@ daemons in one process and tests can start and stop them freely.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgeml.transport.metrics_http import MetricsHTTP
 
 __all__ = ["EdgeMetrics"]
 
@@ -61,8 +62,7 @@ class EdgeMetrics:
             "edgeml_edge_slowdown_factor", "Emulated edge slowdown applied by sleeping", registry=r
         )
         slowdown.set(edge_slowdown)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: MetricsHTTP | None = None
 
     def observe_input(self, rec: dict[str, Any]) -> None:
         """Update from one log record (see :mod:`edgeml.runtime.edge` for its fields)."""
@@ -85,13 +85,12 @@ class EdgeMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start ``/metrics`` on ``addr:port`` (0 picks a port); returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr, registry=self.registry)
-        bound = int(self._server.server_port)
+        self._server = MetricsHTTP(self.registry, port, addr)
+        bound = self._server.port
         log.info("edge metrics on http://%s:%d/metrics", addr, bound)
         return bound
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None

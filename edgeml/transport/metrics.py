@@ -7,11 +7,11 @@ default, so several servers (tests, benches) can live in one process without nam
 from __future__ import annotations
 
 import logging
-import threading
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgeml.transport.metrics_http import MetricsHTTP
 
 __all__ = ["ServerMetrics"]
 
@@ -64,8 +64,7 @@ class ServerMetrics:
         self.inflight = Gauge(
             "edgeml_inflight_requests", "Requests received and not yet answered", registry=r
         )
-        self._http: WSGIServer | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http: MetricsHTTP | None = None
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one answered request."""
@@ -86,13 +85,12 @@ class ServerMetrics:
 
     def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
-        self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
-        bound = int(self._http.server_port)
+        self._http = MetricsHTTP(self.registry, port, host)
+        bound = self._http.port
         log.info("metrics on http://%s:%d/metrics", host, bound)
         return bound
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None

@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,8 +38,10 @@ from edgeml.bundle import MANIFEST, Bundle
 from edgeml.progressive.infer import Answer, run_segment
 from edgeml.transport.auth import BearerTokenInterceptor, server_credentials
 from edgeml.transport.batching import Batcher, BatcherClosed, Job, JobCancelled, JobExpired
+from edgeml.transport.config import ServerConfig
 from edgeml.transport.metrics import ServerMetrics
 from edgeml.transport.proto.edgeml.v1 import offload_pb2, offload_pb2_grpc
+from edgeml.transport.streams import StreamGate, peer_address
 from edgeml.transport.validation import (
     RequestError,
     RequestValidator,
@@ -60,73 +61,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
-MiB = 1 << 20
 MAX_PROFILE_REPEATS = 200
 _NO_DEADLINE_S = 1e6  # time_remaining() of a call without a deadline is ~infinite
 
 T = TypeVar("T")
 
 
-@dataclass
-class ServerConfig:
-    """Everything ``edgeml serve`` can set; the defaults are the CLI's defaults.
+_NEVER_MS = 2**31 - 1  # gRPC's "infinite" for its millisecond channel arguments
 
-    :param bundle: bundle directory to serve.
-    :param host: address to bind; keep 127.0.0.1 unless the edge is on another machine.
-    :param port: gRPC port; 0 picks a free one (see :attr:`OffloadServer.port`).
-    :param max_batch: most requests per batch; 1 turns dynamic batching off.
-    :param max_wait_us: longest a request waits for others with the same (split, exit).
-    :param batch_wait_alone: wait ``max_wait_us`` even when no other request is about (by
-        default a request that finds the server idle runs at once; see ``batching``).
-    :param metrics_port: Prometheus ``/metrics`` port on ``host`` (None: no endpoint).
-    :param tls_cert: PEM server certificate chain; with ``tls_key`` enables TLS.
-    :param tls_key: PEM private key of ``tls_cert``.
-    :param client_ca: PEM CA that client certificates must chain to (mutual TLS).
-    :param tokens: accepted bearer tokens; empty means no token auth.
-    :param max_payload_bytes: cap on a request's tensor bytes (RESOURCE_EXHAUSTED above).
-    :param workers: gRPC handler threads (one per concurrent RPC or open stream).
-    :param torch_threads: intra-op threads of the process (set at start-up).
-    :param grace_s: how long a stop waits for in-flight requests.
-    :param model_id: the name requests may use; None: the bundle's model name.
-    :param profile_repeats: timed runs per block when ``Profile`` measures on demand.
-    :param stream_window: requests of one stream queued or running at once (backpressure).
-    """
 
-    bundle: str | Path
-    host: str = "127.0.0.1"
-    port: int = 50051
-    max_batch: int = 16
-    max_wait_us: int = 1000
-    batch_wait_alone: bool = False
-    metrics_port: int | None = None
-    tls_cert: str | Path | None = None
-    tls_key: str | Path | None = None
-    client_ca: str | Path | None = None
-    tokens: Sequence[str] = ()
-    max_payload_bytes: int = 4 * MiB
-    workers: int = 32
-    torch_threads: int = 1
-    grace_s: float = 10.0
-    model_id: str | None = None
-    profile_repeats: int = 20
-    stream_window: int = 64
-
-    def __post_init__(self) -> None:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert/tls_key: give both to enable TLS, or neither")
-        if self.client_ca is not None and self.tls_cert is None:
-            raise ValueError("client_ca: mutual TLS needs tls_cert and tls_key too")
-        for name in ("max_batch", "workers", "torch_threads", "max_payload_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_us < 0 or self.grace_s < 0:
-            raise ValueError("max_wait_us/grace_s: must be >= 0")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port: {self.port} not in 0..65535")
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
+def _ms(seconds: float) -> int:
+    return min(int(seconds * 1000), _NEVER_MS)
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -160,6 +105,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         self.metrics = metrics
         self.model_id = config.model_id or str(bundle.manifest.model.get("name", ""))
         self.validator = RequestValidator(bundle.manifest, self.model_id, config.max_payload_bytes)
+        self.streams = StreamGate(config.max_streams, config.max_streams_per_client)
         self.batcher = Batcher(
             self._run_batch,
             max_batch=config.max_batch,
@@ -269,7 +215,28 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     ) -> Iterator[offload_pb2.InferReply]:
         """Pipelined: requests are validated and queued as they arrive; replies go out in
         request order. A bad request ends the stream with its status (gRPC has no
-        per-message status), after the replies to the requests before it."""
+        per-message status), after the replies to the requests before it.
+
+        Admission is bounded (:class:`~edgeml.transport.streams.StreamGate`) and a stream
+        silent for ``stream_idle_s`` with nothing in flight is ended, so silent streams
+        cannot take the server's threads."""
+        client = peer_address(context.peer())
+        refused = self.streams.enter(client)
+        if refused is not None:
+            self.metrics.observe("InferStream", grpc.StatusCode.RESOURCE_EXHAUSTED, 0.0)
+            log.info("InferStream from %s refused: %s", context.peer(), refused)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        try:
+            yield from self._stream(request_iterator, context)
+        finally:
+            self.streams.leave(client)
+
+    def _stream(
+        self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext
+    ) -> Iterator[offload_pb2.InferReply]:
+        """The body of an admitted :meth:`InferStream`."""
+        idle_s = self.config.stream_idle_s
+        last_arrival = [time.monotonic()]
         pending: queue.Queue[Any] = queue.Queue(maxsize=self.config.stream_window)
         ended = threading.Event()
         open_jobs: set[Job] = set()
@@ -293,6 +260,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         def read() -> None:
             try:
                 for request in request_iterator:
+                    last_arrival[0] = time.monotonic()
                     t0 = time.perf_counter()
                     try:
                         v, job, decode_ms = self._accept(request)
@@ -317,6 +285,14 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             except queue.Empty:
                 if ended.is_set() or not context.is_active():
                     return
+                silent = time.monotonic() - last_arrival[0]
+                if not open_jobs and silent > idle_s:
+                    self.metrics.observe("InferStream", grpc.StatusCode.DEADLINE_EXCEEDED, 0.0)
+                    context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"stream idle for {silent:.0f} s (stream_idle_s={idle_s:g}); "
+                        "send requests or close the stream",
+                    )
                 continue
             if item is end:
                 return
@@ -516,7 +492,12 @@ class OffloadServer:
             # a little above the payload cap, so the servicer (not the transport) reports it
             ("grpc.max_receive_message_length", cfg.max_payload_bytes + 64 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", _ms(cfg.min_client_ping_s)),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.keepalive_time_ms", _ms(cfg.keepalive_s) or _NEVER_MS),
+            ("grpc.keepalive_timeout_ms", _ms(cfg.keepalive_timeout_s)),
+            ("grpc.max_connection_age_ms", _ms(cfg.max_connection_age_s) or _NEVER_MS),
+            ("grpc.max_connection_age_grace_ms", _ms(cfg.max_connection_age_grace_s)),
             ("grpc.so_reuseport", 0),  # a taken port is an error, not a silently shared one
         ]
         server = grpc.server(
