@@ -112,16 +112,23 @@ def test_link_without_trace_adds_only_rtt() -> None:
 # ---------------------------------------------------------------------------- sources
 
 
-def test_array_source_converts_uint8_colour_and_resizes(tmp_path) -> None:
-    rgb = np.zeros((2, 14, 14, 3), dtype=np.uint8)
-    rgb[1] = 255
-    items = list(array_items(rgb, (1, 28, 28), labels=[3, 4], loop=False))
+def test_array_source_takes_uint8_and_refuses_other_sizes_and_colours(tmp_path) -> None:
+    grey = np.zeros((2, 28, 28), dtype=np.uint8)
+    grey[1] = 255
+    items = list(array_items(grey, (1, 28, 28), labels=[3, 4], loop=False))
     assert [i.label for i in items] == [3, 4]
     assert items[0].x.shape == (1, 1, 28, 28) and items[0].x.dtype == np.float32
     assert items[1].x.mean() > items[0].x.mean()
-    np.savez(tmp_path / "in.npz", x=rgb[..., 0], y=np.array([7, 8]))
+    np.savez(tmp_path / "in.npz", x=grey, y=np.array([7, 8]))
     src = open_source(str(tmp_path / "in.npz"), (1, 28, 28), loop=False)
     assert [i.label for i in src] == [7, 8]
+    for wrong in (np.zeros((2, 5, 7)), np.zeros((2, 28, 28, 3), np.uint8)):  # size, colour
+        with pytest.raises(ValueError, match=r"does not match the bundle's input \(1, 28, 28\)"):
+            list(array_items(wrong, (1, 28, 28), loop=False))
+    red = np.zeros((1, 8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    (item,) = array_items(red, (3, 8, 8), loop=False)  # an RGB bundle keeps the colour
+    assert item.x.shape == (1, 3, 8, 8) and item.x[0, 0].mean() > item.x[0, 1].mean()
     with pytest.raises(ValueError, match="source"):
         open_source("nonsense", (1, 28, 28))
     with pytest.raises(ValueError, match="shape"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from pathlib import Path
 
 import grpc
@@ -189,3 +190,45 @@ def test_load_tokens_from_file_and_environment(tmp_path, monkeypatch):
     (tmp_path / "spaced").write_text("two words\n")
     with pytest.raises(ValueError, match="without spaces"):
         load_tokens(tmp_path / "spaced")
+
+
+def test_the_edge_daemon_speaks_mutual_tls(profiled_bundle, pki, tmp_path, caplog):
+    from edgeml.cli import main
+
+    srv = start_server(
+        profiled_bundle,
+        tls_cert=pki / "server.crt",
+        tls_key=pki / "server.key",
+        client_ca=pki / "ca.crt",
+    )
+    log = tmp_path / "edge.jsonl"
+    base = ["edge", str(profiled_bundle.path), "--cloud", f"127.0.0.1:{srv.port}",
+            "--policy", "cloud_only", "--max-inputs", "5", "--rate", "0", "--log", str(log),
+            "--edge-slowdown", "1", "--root-ca", str(pki / "ca.crt")]  # fmt: skip
+    try:
+        assert (
+            main([*base, "--tls-cert", str(pki / "edge.crt"), "--tls-key", str(pki / "edge.key")])
+            == 0
+        )
+        recs = [json.loads(line) for line in log.read_text().splitlines()]
+        wheres = [r["where"] for r in recs]
+        assert len(wheres) == 5 and wheres.count("cloud") >= 3  # a busy core may miss one
+        log.unlink()
+        caplog.clear()
+        assert main(base) == 0  # no client certificate: answered locally, and told why
+        assert {json.loads(line)["where"] for line in log.read_text().splitlines()} == {"fallback"}
+        assert "tls handshake failed" in caplog.text.lower(), caplog.text
+    finally:
+        srv.stop(0)
+
+
+def test_a_bad_pem_file_is_named(tiny_bundle, tmp_path, capsys):
+    from edgeml.cli import main
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    code = main(["serve", str(tiny_bundle.path), "--port", "0",
+                 "--tls-cert", str(junk), "--tls-key", str(junk)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "tls_cert/tls_key" in err and "junk.pem" in err and "port" not in err

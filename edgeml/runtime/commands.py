@@ -95,6 +95,10 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="environment variable holding the bearer token for the cloud",
     )
     p.add_argument("--root-ca", default=None, help="PEM CA of the cloud's certificate (TLS)")
+    p.add_argument(
+        "--tls-cert", default=None, help="PEM client certificate (mutual TLS: serve --client-ca)"
+    )
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--run", default="", help="label written into every log line")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
@@ -127,7 +131,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
             max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
             probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, token=token,
-            root_ca=args.root_ca, threads=args.threads, run=args.run, seed=args.seed,
+            root_ca=args.root_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            threads=args.threads, run=args.run, seed=args.seed,
         )  # fmt: skip
         return run_edge(cfg)
     except (ValueError, OSError, BundleError, WeightsMismatchError) as exc:

@@ -63,6 +63,8 @@ def predict_latency_ms(
     ``cloud_speed`` of the log): the same model, told how fast the machines really ran.
     """
     a = rec["action"]
+    if a is None:  # an input the edge could not use: nothing to predict
+        return None
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
     edge_load = float(rec["edge_load"])  # the load the daemon used

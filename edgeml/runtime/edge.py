@@ -33,8 +33,9 @@ a signal lets the input in flight finish, flushes the log and exits 0.
 Log schema (``edgeml.edge/1``), one object per input::
 
     schema, run, seq, input, t_unix, t_s, wait_ms, policy,
-    action {split, exit, tau, codec}, where ("edge" | "cloud" | "fallback"),
-    answer {class_id, confidence, exit_index, exit_block}, label, level, correct,
+    action {split, exit, tau, codec}, where ("edge" | "cloud" | "fallback" | "error"),
+    error (null | why the input got no answer), answer {class_id, confidence, exit_index,
+    exit_block}, label, level, correct,
     offloaded, fallback, fallback_reason (null | "deadline" | "unavailable" | "error" |
     "mismatch"), bytes, deadline_ms, in_deadline, timely,
     latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
@@ -52,12 +53,18 @@ is what the policy and the fallback timing used, ``max(cpu_load, edge_speed - 1)
 ``t_s`` is seconds since the daemon started (monotonic); ``timely`` is ``correct and
 in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
 link's bandwidth and trace position when the input started (null on a real network).
+
+An input the network cannot take (another shape, a NaN or infinite pixel) or whose
+processing failed still gets its line: ``where`` is ``"error"``, ``error`` names the
+reason, ``action`` and ``answer`` are null, and it counts as wrong and late. The log is
+strict JSON (no NaN).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import statistics
 import threading
@@ -89,6 +96,7 @@ from edgeml.transport.client import (
     EdgeClient,
     OffloadError,
     WeightsMismatchError,
+    check_targets,
 )
 
 log = logging.getLogger(__name__)
@@ -128,6 +136,8 @@ class EdgeConfig:
     :param probe_bytes: approximate size of a throughput probe.
     :param token: bearer token for the cloud.
     :param root_ca: PEM CA of the cloud's certificate (enables TLS).
+    :param tls_cert: PEM client certificate for mutual TLS (a server with ``--client-ca``).
+    :param tls_key: PEM private key of ``tls_cert``.
     :param threads: torch intra-op threads (the edge is one core).
     :param grace_ms: how long past the deadline the edge still waits for the cloud before it
         answers locally (None: as long as the cheapest local answer would take, so waiting
@@ -156,6 +166,8 @@ class EdgeConfig:
     probe_bytes: int = 4000
     token: str | None = None
     root_ca: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
     threads: int = 1
     grace_ms: float | None = None
     reconnect_every_s: float = 0.5
@@ -163,14 +175,34 @@ class EdgeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.edge_slowdown < 1:
-            raise ValueError(
-                f"edge_slowdown: must be >= 1 (sleeping adds time), got {self.edge_slowdown}"
-            )
-        if self.deadline_ms <= 0 or self.rate < 0:
-            raise ValueError("deadline_ms: must be > 0; rate: must be >= 0")
-        if self.max_inputs is not None and self.max_inputs < 0:
-            raise ValueError(f"max_inputs: must be >= 0, got {self.max_inputs}")
+        def need(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; allowed: {allowed}")
+
+        def finite(name: str, low: float, strict: bool = False, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = isinstance(v, int | float) and math.isfinite(v)
+            ok = ok and (v > low if strict else v >= low)
+            need(name, ok, f"a finite number {'>' if strict else '>='} {low:g}")
+
+        finite("edge_slowdown", 1.0)  # sleeping can only add time
+        finite("deadline_ms", 0.0, strict=True)
+        finite("rate", 0.0)
+        finite("rtt_ms", 0.0)
+        finite("link_offset_s", 0.0)
+        finite("probe_after_s", 0.0, strict=True)
+        finite("reconnect_every_s", 0.0, strict=True)
+        finite("grace_ms", 0.0, optional=True)
+        finite("link_rtt_ms", 0.0, optional=True)
+        need("threads", self.threads >= 1, "an integer >= 1")
+        need("max_inputs", self.max_inputs is None or self.max_inputs >= 0, "an integer >= 0")
+        need("metrics_port", self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+             "0..65535 (0: any free port)")  # fmt: skip
+        need("tls_cert", (self.tls_cert is None) == (self.tls_key is None),
+             "tls_cert and tls_key together (mutual TLS), or neither")  # fmt: skip
+        check_targets(self.cloud)
 
 
 @dataclass
@@ -188,10 +220,12 @@ class RunSummary:
     offloaded: int = 0
     fallbacks: int = 0
     bytes: int = 0
+    errors: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def add(self, rec: dict[str, Any]) -> None:
         self.inputs += 1
+        self.errors += rec["where"] == "error"
         self.latencies_ms.append(rec["latency_ms"]["total"])
         self.in_deadline += bool(rec["in_deadline"])
         self.offloaded += bool(rec["offloaded"])
@@ -214,7 +248,7 @@ class RunSummary:
             "latency_ms_mean": statistics.fmean(lat) if lat else None,
             "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
             "bytes_mean": self.bytes / n, "offload_rate": self.offloaded / n,
-            "fallbacks": self.fallbacks,
+            "fallbacks": self.fallbacks, "errors": self.errors,
         }  # fmt: skip
 
     def report(self) -> str:
@@ -225,7 +259,8 @@ class RunSummary:
         return (
             f"{self.run or self.policy}: {self.inputs} inputs, timely accuracy {ta}, "
             f"latency mean {mean:.1f} ms p95 {p95:.1f} ms, {d['bytes_mean']:.0f} B/input, "
-            f"offloaded {d['offload_rate']:.0%}, fallbacks {self.fallbacks}; "
+            f"offloaded {d['offload_rate']:.0%}, fallbacks {self.fallbacks}, "
+            f"unanswered {self.errors}; "
             f"edge slowdown x{self.edge_slowdown:g} (applied by sleeping)"
         )
 
@@ -381,7 +416,14 @@ class EdgeDaemon:
     def _new_client(self) -> EdgeClient:
         cfg = self.config
         return EdgeClient(
-            ClientConfig(targets=cfg.cloud, token=cfg.token, root_ca=cfg.root_ca, max_attempts=2),
+            ClientConfig(
+                targets=cfg.cloud,
+                token=cfg.token,
+                root_ca=cfg.root_ca,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
+                max_attempts=2,
+            ),  # fmt: skip
             weights_sha256=self.bundle.weights_sha256,
         )
 
@@ -456,6 +498,47 @@ class EdgeDaemon:
         assert answer is not None  # run_segment always answers at exit k
         return answer, compute, _sleep_extra(compute, cost.edge_slowdown)
 
+    def unusable(self, item: Item) -> str | None:
+        """Why the network cannot take this frame (None: it can)."""
+        want = (1, *self.bundle.manifest.input_shape)
+        if tuple(item.x.shape) != want:
+            return f"input: shape {tuple(item.x.shape)}, the bundle takes {want}"
+        bad = int(item.x.size - np.count_nonzero(np.isfinite(item.x)))
+        if bad:
+            return f"input: {bad} non-finite value(s) (NaN or inf); the frame is not used"
+        return None
+
+    def answer(self, item: Item, arrival: float, seq: int) -> dict[str, Any]:
+        """One record per input, whatever happens: :meth:`process` for a usable frame, an
+        error record (``where: "error"``, the reason in ``error``) for a frame the network
+        cannot take or one whose processing failed; the daemon goes on with the next."""
+        start = time.monotonic()
+        reason = self.unusable(item)
+        if reason is None:
+            try:
+                return self.process(item, arrival, seq)
+            except Exception as exc:  # a corrupt frame must not end the run
+                log.exception("input %s (%s) failed", seq, item.name)
+                reason = f"internal: {type(exc).__name__}: {exc}"[:500]
+        log.warning("input %s (%s) not answered: %s", seq, item.name, reason)
+        lat = dict.fromkeys(LATENCY_KEYS, 0.0)
+        lat["total"] = (time.monotonic() - start) * 1e3
+        return {
+            "schema": LOG_SCHEMA, "run": self.config.run, "seq": seq, "input": item.name,
+            "t_unix": time.time(), "t_s": start - self._t0,
+            "wait_ms": max(0.0, (start - arrival) * 1e3), "policy": self.policy.name,
+            "action": None, "where": "error", "error": reason, "answer": None,
+            "label": item.label, "level": item.level,
+            "correct": None if item.label is None else False, "offloaded": False,
+            "fallback": False, "fallback_reason": None, "bytes": 0,
+            "deadline_ms": self.config.deadline_ms, "in_deadline": False,
+            "timely": None if item.label is None else False,
+            "latency_ms": {k: round(v, 3) for k, v in lat.items()},
+            "edge_slowdown": self.config.edge_slowdown, "cpu_load": None, "edge_load": None,
+            "bw_estimate_mbps": None, "rtt_estimate_ms": None, "link_mbps": None,
+            "trace_s": None, "cloud_batch": None, "edge_speed": None, "cloud_speed": None,
+        }  # fmt: skip
+
     def process(self, item: Item, arrival: float, seq: int) -> dict[str, Any]:
         """Answer one input; never raises for a cloud problem (falls back instead)."""
         cfg = self.config
@@ -515,7 +598,7 @@ class EdgeDaemon:
             "t_unix": time.time() - (end - start), "t_s": start - self._t0,
             "wait_ms": max(0.0, (start - arrival) * 1e3), "policy": self.policy.name,
             "action": {"split": s, "exit": e, "tau": tau, "codec": cfg.codec},
-            "where": where,
+            "where": where, "error": None,
             "answer": {
                 "class_id": answer.class_id, "confidence": round(answer.confidence, 5),
                 "exit_index": answer.exit_index, "exit_block": answer.exit_block,
@@ -720,11 +803,11 @@ class EdgeDaemon:
             for seq, (item, arrival) in enumerate(
                 paced(items, cfg.rate, self.stop_event, cfg.max_inputs)
             ):
-                rec = self.process(item, arrival, seq)
+                rec = self.answer(item, arrival, seq)
                 self.summary.add(rec)
                 self.metrics.observe_input(rec)
                 if log_file is not None:
-                    log_file.write(json.dumps(rec) + "\n")
+                    log_file.write(strict_json(rec) + "\n")
         finally:
             self.stop_event.set()
             prober.join(timeout=5.0)
@@ -766,6 +849,21 @@ def run_edge(config: EdgeConfig) -> int:
             signal.signal(sig, handler)
     print(summary.report(), flush=True)
     return 0
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+def strict_json(rec: dict[str, Any]) -> str:
+    """One log line of strict JSON: a NaN or infinity (a model that overflowed) is null."""
+    return json.dumps(_finite(rec), allow_nan=False)
 
 
 def config_dict(config: EdgeConfig) -> dict[str, Any]:

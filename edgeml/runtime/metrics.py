@@ -76,6 +76,8 @@ class EdgeMetrics:
         if rec["correct"]:
             self.correct.inc()
         self.bytes_sent.inc(rec["bytes"])
+        if rec["action"] is None:  # an input that got no answer (see edge's log schema)
+            return
         self.split.set(rec["action"]["split"])
         self.exit.set(rec["action"]["exit"])
         self.cpu_load.set(rec["cpu_load"])

@@ -12,8 +12,8 @@ scale, with its label and difficulty level when known). :func:`open_source` turn
 * ``FILE.npy`` — an array of images ``(N, H, W)`` or ``(N, C, H, W)``;
   ``FILE.npz`` — the same under key ``x``, with optional ``y`` (labels) and ``level``.
 
-Pixels may be uint8 (0..255) or float in [0, 1]; colour images are averaged to grey and
-resized to the bundle's input size when they differ.
+Pixels may be uint8 (0..255) or float in [0, 1]; every frame must have the bundle's size and
+channel count (grey ``(H, W)`` for a one-channel bundle), or the source is refused.
 
 :func:`paced` releases items at ``rate`` per second; when the edge falls behind, the next
 item is stamped with the arrival time of the camera's latest frame (the frames in between
@@ -52,24 +52,30 @@ class Item:
     name: str = ""
 
 
-def _to_input(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Pixels (H, W), (H, W, C), (C, H, W) in 0..255 or [0, 1] -> normalized (1, C, H, W)."""
-    a = np.asarray(img)
-    scale = 255.0 if a.dtype == np.uint8 or (a.size and float(a.max()) > 1.5) else 1.0
-    a = a.astype(np.float32) / scale
-    c, h, w = shape
-    if a.ndim == 3 and a.shape[0] not in (1, 3) and a.shape[-1] in (1, 3, 4):
-        a = a[..., :3].mean(axis=-1)  # HWC colour -> grey
-    elif a.ndim == 3:
-        a = a.mean(axis=0)  # CHW -> grey
-    if a.ndim != 2:
-        raise ValueError(f"image: expected (H, W), (H, W, C) or (C, H, W), got {img.shape}")
-    if a.shape != (h, w):
-        from PIL import Image
+def _to_input(img: np.ndarray, shape: tuple[int, ...], name: str = "image") -> np.ndarray:
+    """Pixels (H, W), (H, W, C) or (C, H, W) in 0..255 or [0, 1] -> normalized (1, C, H, W).
 
-        a = np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR), dtype=np.float32)
-    x = normalize(np.clip(a, 0.0, 1.0))
-    return np.ascontiguousarray(np.broadcast_to(x, (c, h, w))[None], dtype=np.float32)
+    The image must already have the bundle's size and colour: a frame of another size or
+    channel count is refused (resizing or greying it would give confident answers to an
+    input the network was never trained on). Non-finite pixels pass through: the daemon
+    answers such a frame with an error record instead of stopping the whole source.
+    """
+    a = np.asarray(img)
+    c, h, w = shape
+    if a.ndim == 2:
+        a = a[None]
+    elif a.ndim == 3 and a.shape[0] not in (1, 3) and a.shape[-1] in (1, 3):
+        a = np.moveaxis(a, -1, 0)  # HWC -> CHW
+    if a.ndim != 3 or a.shape != (c, h, w):
+        want = f"({h}, {w})" if c == 1 else f"({c}, {h}, {w}) or ({h}, {w}, {c})"
+        raise ValueError(
+            f"{name}: shape {tuple(np.shape(img))} does not match the bundle's input "
+            f"{tuple(shape)}; give {want} frames (EdgeML never resizes or recolours)"
+        )
+    finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    scale = 255.0 if a.dtype == np.uint8 or (finite.size and float(finite.max()) > 1.5) else 1.0
+    x = normalize(np.clip(a.astype(np.float32) / scale, 0.0, 1.0))
+    return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
 def scene_items(seed: int = 0, dwell_s: float = 3.0, rate: float = 10.0) -> Iterator[Item]:
@@ -121,7 +127,7 @@ def array_items(
     for arr, what in ((ys, "labels"), (lv, "level")):
         if arr is not None and len(arr) != len(x):
             raise ValueError(f"{name}: {len(x)} images but {len(arr)} {what}")
-    prepared = [_to_input(img, shape) for img in x]
+    prepared = [_to_input(img, shape, f"{name}[{k}]") for k, img in enumerate(x)]
     i = 0
     while True:
         k = i % len(prepared)
@@ -138,7 +144,7 @@ def directory_items(path: Path, shape: tuple[int, ...], loop: bool = True) -> It
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".npy"))
     if not files:
         raise ValueError(f"source: {path} holds no .png or .npy files")
-    prepared = [(f.name, _to_input(_read_image(f), shape)) for f in files]
+    prepared = [(f.name, _to_input(_read_image(f), shape, str(f))) for f in files]
     i = 0
     while True:
         name, x = prepared[i % len(prepared)]
@@ -154,7 +160,9 @@ def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("L") if im.mode not in ("L", "F") else im)
+        if im.mode in ("L", "F", "RGB"):
+            return np.asarray(im)
+        return np.asarray(im.convert("L" if im.mode in ("1", "LA", "I;16") else "RGB"))
 
 
 def open_source(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import ssl
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -137,10 +138,36 @@ def _read(path: str | Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
+def check_pem(
+    cert: str | Path | None, key: str | Path | None, ca: str | Path | None, what: str
+) -> None:
+    """A clear error for an unreadable or malformed PEM file (gRPC only says that the port
+    or the channel failed): the cert/key pair must load and match, the CA must parse."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for path, name in ((cert, "tls_cert"), (key, "tls_key"), (ca, what)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{name}: {path} is not a readable file")
+    try:
+        if cert is not None and key is not None:
+            ctx.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"tls_cert/tls_key: {cert} and {key} are not a PEM certificate chain and its "
+            f"matching private key ({exc.reason or exc})"
+        ) from None
+    try:
+        if ca is not None:
+            ctx.load_verify_locations(str(ca))
+    except ssl.SSLError as exc:
+        reason = exc.reason or exc
+        raise ValueError(f"{what}: {ca} is not a PEM CA certificate ({reason})") from None
+
+
 def server_credentials(
     cert: str | Path, key: str | Path, client_ca: str | Path | None = None
 ) -> grpc.ServerCredentials:
     """TLS for the server; with ``client_ca`` the client must present a cert it signed (mTLS)."""
+    check_pem(cert, key, client_ca, "client_ca")
     return grpc.ssl_server_credentials(
         [(Path(key).read_bytes(), Path(cert).read_bytes())],
         root_certificates=_read(client_ca),
@@ -157,6 +184,7 @@ def channel_credentials(
     ``key`` are the client's own pair for mutual TLS."""
     if (cert is None) != (key is None):
         raise ValueError("tls_cert/tls_key: give both for mutual TLS, or neither")
+    check_pem(cert, key, root_ca, "root_ca")
     return grpc.ssl_channel_credentials(
         root_certificates=_read(root_ca), private_key=_read(key), certificate_chain=_read(cert)
     )

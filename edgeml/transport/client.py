@@ -199,9 +199,21 @@ class InferResult:
 
 def _split_hostport(target: str) -> tuple[str, int]:
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"targets: {target!r} is not host:port")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"targets: {target!r} is not host:port with a port in 1..65535")
     return host.strip("[]"), int(port)
+
+
+def check_targets(targets: str) -> None:
+    """A clear error for a malformed ``HOST:PORT[,HOST:PORT...]`` (gRPC would just never
+    connect); targets with a scheme (``dns:``, ``ipv4:``, ``unix:``) are left to gRPC."""
+    parts = [t.strip() for t in targets.split(",") if t.strip()]
+    if not parts:
+        raise ValueError("targets: empty; expected host:port[,host:port...]")
+    if parts[0].split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix"):
+        return
+    for part in parts:
+        _split_hostport(part)
 
 
 def grpc_target(targets: str) -> str:
@@ -337,10 +349,34 @@ class EdgeClient:
                 metadata=self._metadata,
             )
         except grpc.RpcError as exc:
-            raise OffloadError.from_rpc(exc, f"wait_ready({self.config.targets})") from None
+            err = OffloadError.from_rpc(exc, f"wait_ready({self.config.targets})")
+            raise OffloadError(f"{err}{self._connect_error()}", err.code) from None
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
             raise OffloadError(f"wait_ready: {self.config.targets} is {name}")
+
+    def _connect_error(self) -> str:
+        """Why the channel does not connect, as gRPC last saw it ('' if it does): a call
+        that waited for readiness only says DEADLINE_EXCEEDED, a call that fails fast
+        carries the last connection error (refused, TLS handshake, ...)."""
+        try:
+            self._health.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0,
+                metadata=self._metadata,
+            )  # fmt: skip
+            return ""
+        except grpc.RpcError as exc:
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+        hint, d = "", (details or "").lower()
+        # With TLS 1.3 a client whose certificate the server refuses sees only its socket
+        # close right after the handshake; the server logs the real reason.
+        if self.config.secure and any(w in d for w in ("handshake", "ssl", "socket closed")):
+            hint = (
+                " (TLS handshake failed or the server refused this client: the edge's "
+                "--root-ca must have signed the server's --tls-cert, and a server with "
+                "--client-ca needs the edge's --tls-cert/--tls-key signed by that CA)"
+            )
+        return f"; last connection error: {details}{hint}"
 
     # ----------------------------------------------------------------- model
 
