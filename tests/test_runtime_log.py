@@ -19,6 +19,7 @@ NUM = (int, float)
 FIELDS: dict[str, tuple[type, ...]] = {
     "schema": (str,), "run": (str,), "seq": (int,), "input": (str,), "t_unix": NUM,
     "t_s": NUM, "wait_ms": NUM, "policy": (str,), "action": (dict,), "where": (str,),
+    "error": (type(None),),
     "answer": (dict,), "label": (int, type(None)), "level": (int, type(None)),
     "correct": (bool, type(None)), "offloaded": (bool,), "fallback": (bool,),
     "fallback_reason": (str, type(None)), "bytes": (int,), "deadline_ms": NUM,
