@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from edgeml import __version__
+from edgeml.errors import InputError
 from edgeml.models import build_model
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.progressive.calibrate import Calibration
@@ -31,8 +32,35 @@ MANIFEST, WEIGHTS, CALIBRATION, PROFILE = (
 )  # fmt: skip
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle that is missing, malformed, or whose weights do not match its manifest."""
+
+
+_KINDS: dict[type, str] = {
+    int: "an integer", str: "a string", dict: "an object", list: "a list",
+}  # fmt: skip
+
+
+def _typed(where: str, value: Any, kind: type) -> Any:
+    """``value`` if it is a ``kind`` (a bool is no integer), else a BundleError naming it."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleError(
+            f"field {where!r} must be {_KINDS[kind]}, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def _field(d: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+    where = f"{where}.{key}" if where else key
+    if key not in d:
+        raise BundleError(f"missing field {where!r}")
+    return _typed(where, d[key], kind)
+
+
+def _ints(d: dict[str, Any], key: str, where: str = "") -> tuple[int, ...]:
+    items = _field(d, key, list, where)
+    where = f"{where}.{key}" if where else key
+    return tuple(_typed(f"{where}[{i}]", v, int) for i, v in enumerate(items))
 
 
 @dataclass(frozen=True)
@@ -65,25 +93,40 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        try:
-            if d["format_version"] != FORMAT_VERSION:
-                raise BundleError(
-                    f"format_version: bundle has {d['format_version']}, this EdgeML reads "
-                    f"{FORMAT_VERSION}; rebuild it with `edgeml build`"
+        """Parse a manifest; a missing or mistyped field is a BundleError that names it."""
+        if not isinstance(d, dict):
+            raise BundleError(f"must be a JSON object, got {type(d).__name__}")
+        version = _field(d, "format_version", int)
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"format_version: bundle has {version}, this EdgeML reads "
+                f"{FORMAT_VERSION}; rebuild it with `edgeml build`"
+            )
+        model = _field(d, "model", dict)
+        _field(model, "name", str, "model")
+        if "kwargs" in model:
+            _field(model, "kwargs", dict, "model")
+        cuts = []
+        for i, c in enumerate(_field(d, "cut_points", list)):
+            at = f"cut_points[{i}]"
+            c = _typed(at, c, dict)
+            sizes = _field(c, "bytes", dict, at)
+            cuts.append(
+                CutPointInfo(
+                    _field(c, "split", int, at),
+                    _ints(c, "shape", at),
+                    _field(c, "dtype", str, at),
+                    {str(k): _typed(f"{at}.bytes.{k}", v, int) for k, v in sizes.items()},
                 )
-            cuts = [
-                CutPointInfo(c["split"], tuple(c["shape"]), c["dtype"], dict(c["bytes"]))
-                for c in d["cut_points"]
-            ]
-            m = cls(
-                model=d["model"], dataset=d["dataset"], input_shape=tuple(d["input_shape"]),
-                num_classes=int(d["num_classes"]), blocks=int(d["blocks"]),
-                exits=tuple(d["exits"]), cut_points=cuts, weights_sha256=d["weights_sha256"],
-                format_version=d["format_version"], edgeml_version=d["edgeml_version"],
-                created=d["created"], build=d.get("build", {}),
-            )  # fmt: skip
-        except KeyError as exc:
-            raise BundleError(f"manifest: missing field {exc.args[0]!r}") from None
+            )
+        m = cls(
+            model=model, dataset=_field(d, "dataset", str), input_shape=_ints(d, "input_shape"),
+            num_classes=_field(d, "num_classes", int), blocks=_field(d, "blocks", int),
+            exits=_ints(d, "exits"), cut_points=cuts,
+            weights_sha256=_field(d, "weights_sha256", str), format_version=version,
+            edgeml_version=_field(d, "edgeml_version", str), created=_field(d, "created", str),
+            build=_field(d, "build", dict) if "build" in d else {},
+        )  # fmt: skip
         if not m.exits or m.exits[-1] != m.blocks:
             raise BundleError(f"exits: last exit must be block {m.blocks}, got {list(m.exits)}")
         if [c.split for c in m.cut_points] != list(range(m.blocks + 1)):
@@ -117,12 +160,21 @@ class Bundle:
     def load(cls, path: str | Path, need_calibration: bool = True) -> Bundle:
         """Load and verify; a hash mismatch is refused with a message that says so."""
         path = Path(path)
+        if not path.is_dir():
+            raise BundleError(
+                f"{path}: no such directory, so no {MANIFEST}; expected a bundle directory "
+                "made by `edgeml build` (e.g. edgeml/assets/bundles/default)"
+            )
         if not (path / MANIFEST).is_file():
             raise BundleError(f"{path}: no {MANIFEST}; is this a bundle made by `edgeml build`?")
         try:
             manifest = Manifest.from_dict(json.loads((path / MANIFEST).read_text()))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path / MANIFEST}: not valid JSON ({exc})") from None
+        except BundleError as exc:
+            raise BundleError(f"{path / MANIFEST}: {exc}") from None
+        if not (path / WEIGHTS).is_file():
+            raise BundleError(f"{path}: no {WEIGHTS}; rebuild the bundle with `edgeml build`")
         raw = (path / WEIGHTS).read_bytes()
         digest = sha256_bytes(raw)
         if digest != manifest.weights_sha256:
@@ -131,24 +183,50 @@ class Bundle:
                 f"weights_sha256 {manifest.weights_sha256[:16]}...; the weights were changed "
                 "or belong to another bundle. Refusing to load."
             )
-        net = build_model(manifest.model["name"], **manifest.model.get("kwargs", {}))
+        name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
+        try:
+            net = build_model(name, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise BundleError(
+                f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
+                f"{exc}"
+            ) from None
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0][:200]
+            raise BundleError(
+                f"{path / WEIGHTS}: does not fit the manifest's model {name!r} ({first})"
+            ) from None
         net.eval()
         if tuple(net.exits) != manifest.exits:
-            raise BundleError(f"exits: model has {net.exits}, manifest says {manifest.exits}")
+            raise BundleError(
+                f"{path / MANIFEST}: field 'exits' is {list(manifest.exits)}, "
+                f"the model {name!r} has exits {list(net.exits)}"
+            )
         cal = None
         if (path / CALIBRATION).is_file():
             cal = Calibration.load(path / CALIBRATION)
             if cal.num_exits != manifest.num_exits:
                 raise BundleError(
-                    f"{CALIBRATION}: {cal.num_exits} exits, manifest has {manifest.num_exits}"
+                    f"{path / CALIBRATION}: {cal.num_exits} exits, manifest has "
+                    f"{manifest.num_exits}; rebuild with `edgeml build`"
                 )
         elif need_calibration:
             raise BundleError(f"{path}: no {CALIBRATION}; rebuild with `edgeml build`")
         profile = None
         if (path / PROFILE).is_file():
-            profile = json.loads((path / PROFILE).read_text())
+            try:
+                profile = json.loads((path / PROFILE).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BundleError(
+                    f"{path / PROFILE}: not valid JSON ({exc}); rerun `edgeml profile {path}`"
+                ) from None
+            if not isinstance(profile, dict):
+                raise BundleError(
+                    f"{path / PROFILE}: must be a JSON object; rerun `edgeml profile {path}`"
+                )
         return cls(path, manifest, net, cal, profile)
 
     @staticmethod

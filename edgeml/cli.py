@@ -22,8 +22,14 @@ Handler = Callable[[argparse.Namespace], int]
 def _cmd_build(args: argparse.Namespace) -> int:
     from edgeml.build import build_bundle
     from edgeml.build_config import PRESETS
+    from edgeml.errors import InputError
 
     cfg = copy.deepcopy(PRESETS[args.preset])
+    for flag, value in (("--epochs", args.epochs), ("--train-size", args.train_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag}: must be >= 1, got {value}")
+    if args.threads < 1:
+        raise InputError(f"--threads: must be >= 1, got {args.threads}")
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     if args.train_size is not None:
@@ -66,8 +72,14 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from edgeml.bundle import Bundle
+    from edgeml.errors import InputError
     from edgeml.partition.profiler import format_profile, profile_bundle
 
+    for flag, value in (("--repeats", args.repeats), ("--threads", args.threads)):
+        if value < 1:
+            raise InputError(f"{flag}: must be >= 1, got {value}")
+    if not args.edge_slowdown > 0:
+        raise InputError(f"--edge-slowdown: must be > 0, got {args.edge_slowdown}")
     bundle = Bundle.load(args.bundle, need_calibration=False)
     profile = profile_bundle(
         bundle, repeats=args.repeats, edge_slowdown=args.edge_slowdown, threads=args.threads
@@ -123,21 +135,37 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 
 
 def _cmd_train_agent(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from edgeml.bundle import Bundle
+    from edgeml.errors import InputError, as_input_error
     from edgeml.rl_agent.config import TrainConfig
+    from edgeml.rl_agent.env import EdgeCloudEnv
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import train_agent
 
-    cfg = TrainConfig(
-        timesteps=args.timesteps,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        threads=args.threads,
-        progress=not args.no_progress,
-        tensorboard=args.tensorboard,
-    )
-    traces = load_traces(args.traces, split=args.split)
-    scenario = _scenario(args)
-    res = train_agent(args.bundle, traces, args.out, cfg, scenario)
+    # Set-up: every flag and file is checked here, before any training.
+    with as_input_error():
+        for flag, value in (
+            ("--timesteps", args.timesteps),
+            ("--n-envs", args.n_envs),
+            ("--threads", args.threads),
+        ):
+            if value < 1:
+                raise InputError(f"{flag}: must be >= 1, got {value}")
+        cfg = TrainConfig(
+            timesteps=args.timesteps,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            threads=args.threads,
+            progress=not args.no_progress,
+            tensorboard=args.tensorboard,
+        )
+        bundle = Bundle.load(args.bundle)
+        traces = load_traces(args.traces, split=args.split)
+        scenario = _scenario(args)
+        EdgeCloudEnv(replace(scenario, reward=cfg.reward), bundle=bundle, traces=traces)
+    res = train_agent(bundle, traces, args.out, cfg, scenario)
     print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
     return 0
 
@@ -164,16 +192,22 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edgeml.bundle import Bundle
+    from edgeml.errors import as_input_error
     from edgeml.rl_agent import evaluate as ev
     from edgeml.rl_agent.traces import load_traces
 
-    bundle = Bundle.load(args.bundle)
-    policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
-    traces = load_traces(args.traces, split=args.split)
-    scenario = _scenario(args)
-    cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
+    # Set-up: every flag and file is checked here, before the first episode.
+    with as_input_error():
+        cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
+        bundle = Bundle.load(args.bundle)
+        traces = load_traces(args.traces, split=args.split)
+        scenario = _scenario(args)
+        env = ev.make_env(scenario, traces, cfg, bundle=bundle)
+        policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
+        for policy in policies:
+            ev.check_policy(policy, env)
     result, records = ev.evaluate(
-        policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress
+        policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress, env=env
     )
     print(ev.format_table(result))
     if args.json:
@@ -388,10 +422,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
     )
+    from edgeml.errors import InputError, one_line
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except (InputError, OSError) as exc:
+        # Bad input (a file, field or flag; see edgeml.errors): one line, exit 2 like
+        # argparse. Anything else is a bug and keeps its traceback.
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"edgeml {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from edgeml.data.features import difficulty_feature
+from edgeml.errors import InputError, load_npz
 from edgeml.models.progressive_net import ProgressiveNet
 
 LEVELS = 5
@@ -52,17 +53,18 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
-        with np.load(path) as z:
-            missing = {"pred", "conf", "correct", "label", "difficulty", "feature"} - set(z.files)
-            if missing:
-                raise ValueError(f"{path}: calibration lacks arrays {sorted(missing)}")
-            cal = cls(z["pred"], z["conf"], z["correct"], z["label"], z["difficulty"], z["feature"])
+        names = ("pred", "conf", "correct", "label", "difficulty", "feature")
+        what = f"a calibration .npz written by `edgeml build` (arrays {', '.join(names)})"
+        z = load_npz(path, what, need=names)
+        cal = cls(*(z[k] for k in names))
+        if cal.pred.ndim != 2:
+            raise InputError(f"{path}: array 'pred' must be 2-D (samples, exits)")
         n, e = cal.pred.shape
         shapes_ok = cal.conf.shape == cal.correct.shape == (n, e)
         if not shapes_ok or not cal.label.shape == cal.difficulty.shape == cal.feature.shape == (
             n,
         ):
-            raise ValueError(f"{path}: calibration arrays disagree in shape")
+            raise InputError(f"{path}: calibration arrays disagree in shape")
         return cal
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.errors import InputError, load_npz
+
 __all__ = ["NumpyActor", "export_actor"]
 
 _ACTIVATIONS = {
@@ -77,16 +79,21 @@ class NumpyActor:
 
     @classmethod
     def load(cls, path: str | Path) -> NumpyActor:
-        with np.load(path) as z:
-            n = sum(1 for k in z.files if k.startswith("w"))
-            if n == 0 or "nvec" not in z.files:
-                raise ValueError(f"{path}: not an exported actor (no w0/nvec arrays)")
-            return cls(
-                tuple(z[f"w{k}"] for k in range(n)),
-                tuple(z[f"b{k}"] for k in range(n)),
-                tuple(int(v) for v in z["nvec"]),
-                str(z["activation"]) if "activation" in z.files else "tanh",
-            )
+        what = "an actor .npz exported by `edgeml train-agent` (arrays w0, b0, ..., nvec)"
+        z = load_npz(path, what, need=("w0", "b0", "nvec"))
+        n = sum(1 for k in z if k.startswith("w"))
+        try:
+            weights = tuple(np.asarray(z[f"w{k}"]) for k in range(n))
+            biases = tuple(np.asarray(z[f"b{k}"]) for k in range(n))
+            nvec = tuple(int(v) for v in np.asarray(z["nvec"]).reshape(-1))
+            for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                fan_in = weights[k - 1].shape[0] if k and weights[k - 1].ndim == 2 else None
+                if w.ndim != 2 or b.shape != (w.shape[0],) or fan_in not in (None, w.shape[1]):
+                    raise ValueError(f"w{k} {w.shape} and b{k} {b.shape} do not chain")
+            actor = cls(weights, biases, nvec, str(z.get("activation", "tanh")))
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise InputError(f"{path}: not {what}: {exc}") from None
+        return actor
 
 
 def export_actor(model: Any, path: str | Path | None = None) -> NumpyActor:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeml.errors import InputError
 from edgeml.rl_agent.actor import NumpyActor
 from edgeml.rl_agent.baselines import BASELINES, Policy, make_baseline
 from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
@@ -32,11 +33,14 @@ __all__ = [
     "ActorPolicy",
     "EvalConfig",
     "Episode",
+    "POLICY_KINDS",
     "SB3Policy",
+    "check_policy",
     "episodes_for",
     "evaluate",
     "format_table",
     "load_policy",
+    "make_env",
     "run_policy",
     "summarize",
 ]
@@ -63,6 +67,12 @@ class EvalConfig:
     episode_steps: int = 600
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("segments", "episode_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name}: must be an integer >= 1, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -87,8 +97,8 @@ class SB3Policy:
 
     name = "ppo"
 
-    def __init__(self, model: Any, name: str = "ppo") -> None:
-        self.model, self.name = model, name
+    def __init__(self, model: Any, name: str = "ppo", source: str = "") -> None:
+        self.model, self.name, self.source = model, name, source
 
     def reset(self, seed: int | None = None) -> None:
         pass
@@ -102,8 +112,8 @@ class ActorPolicy:
 
     name = "ppo"
 
-    def __init__(self, actor: NumpyActor, name: str = "ppo") -> None:
-        self.actor, self.name = actor, name
+    def __init__(self, actor: NumpyActor, name: str = "ppo", source: str = "") -> None:
+        self.actor, self.name, self.source = actor, name, source
 
     def reset(self, seed: int | None = None) -> None:
         pass
@@ -112,16 +122,66 @@ class ActorPolicy:
         return self.actor.act(obs)
 
 
+POLICY_KINDS = "a policy .zip from `edgeml train-agent` or its exported actor .npz"
+
+
 def load_policy(path: str | Path, name: str = "ppo") -> Policy:
-    """A policy from an SB3 ``.zip`` or an exported actor ``.npz``."""
+    """A policy from an SB3 ``.zip`` or an exported actor ``.npz``.
+
+    (The baselines and the oracles always run next to it, so no baseline names here.)
+    """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"policy: {path} is not a file (.zip from train-agent or its .npz actor)")
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise InputError(f"policy: {path}: {what}; expected {POLICY_KINDS}")
     if path.suffix == ".npz":
-        return ActorPolicy(NumpyActor.load(path), name)
+        return ActorPolicy(NumpyActor.load(path), name, source=str(path))
+    if path.suffix != ".zip":
+        raise InputError(f"policy: {path}: unknown kind {path.suffix!r}; expected {POLICY_KINDS}")
+    import zipfile
+
     from stable_baselines3 import PPO
 
-    return SB3Policy(PPO.load(path, device="cpu"), name)
+    try:
+        model = PPO.load(path, device="cpu")
+    except (ValueError, KeyError, EOFError, AssertionError, zipfile.BadZipFile) as exc:
+        reason = "not a zip file" if "zip-file" in str(exc) else f"not readable ({exc!r})"
+        raise InputError(f"policy: {path}: {reason}; expected {POLICY_KINDS}") from None
+    return SB3Policy(model, name, source=str(path))
+
+
+def check_policy(policy: Policy, env: EdgeCloudEnv) -> None:
+    """An :class:`InputError` when a loaded policy does not fit ``env``'s spaces."""
+    if isinstance(policy, ActorPolicy):
+        nvec, obs = tuple(policy.actor.nvec), (policy.actor.obs_size,)
+    elif isinstance(policy, SB3Policy):
+        space = policy.model.action_space
+        nvec = tuple(int(n) for n in getattr(space, "nvec", ()))
+        obs = tuple(policy.model.observation_space.shape or ())
+    else:
+        return
+    want_nvec = tuple(int(n) for n in env.action_space.nvec)
+    want_obs = tuple(env.observation_space.shape or ())
+    if nvec != want_nvec or obs != want_obs:
+        raise InputError(
+            f"policy: {policy.source or policy.name} acts on (splits, exits, taus) = {nvec} "
+            f"from {obs} observations; this bundle and scenario need {want_nvec} from "
+            f"{want_obs}; train it on this bundle"
+        )
+
+
+def make_env(
+    scenario: Scenario,
+    traces: Sequence[Trace],
+    cfg: EvalConfig = EvalConfig(),  # noqa: B008 - frozen dataclass
+    bundle: Any = None,
+) -> EdgeCloudEnv:
+    """The environment :func:`evaluate` plays (built first by callers that validate input)."""
+    scenario = replace(scenario, episode_steps=cfg.episode_steps)
+    kwargs: dict[str, Any] = {"traces": list(traces)}
+    if bundle is not None:
+        kwargs["bundle"] = bundle
+    return EdgeCloudEnv(scenario, **kwargs)
 
 
 def run_policy(
@@ -173,13 +233,17 @@ def evaluate(
     cfg: EvalConfig = EvalConfig(),  # noqa: B008 - frozen dataclass
     bundle: Any = None,
     progress: bool = True,
+    env: EdgeCloudEnv | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Run every policy on the same episodes; returns the contract JSON and raw records."""
-    scenario = replace(scenario, episode_steps=cfg.episode_steps)
-    kwargs: dict[str, Any] = {"traces": list(traces)}
-    if bundle is not None:
-        kwargs["bundle"] = bundle
-    env = EdgeCloudEnv(scenario, **kwargs)
+    """Run every policy on the same episodes; returns the contract JSON and raw records.
+
+    ``env`` (from :func:`make_env` with the same arguments) skips building it again.
+    """
+    if env is None:
+        env = make_env(scenario, traces, cfg, bundle)
+    scenario = env.scenario
+    for pol in policies:
+        check_policy(pol, env)
     episodes = episodes_for(traces, cfg)
     records: dict[str, dict[str, np.ndarray]] = {}
     results: dict[str, Any] = {}

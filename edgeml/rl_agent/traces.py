@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.errors import InputError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -165,20 +167,55 @@ class Trace:
         return (self.bits_until(start_s + duration_s) - self.bits_until(start_s)) / duration_s / 1e6
 
 
-def load_trace(path: str | Path) -> Trace:
-    """Read one ``time_s,mbps`` CSV; rows must be consecutive 1-s bins from 0."""
-    path = Path(path)
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or [c.strip() for c in rows[0]] != ["time_s", "mbps"]:
-        raise ValueError(f"{path}: header must be 'time_s,mbps'")
+HEADER = ("time_s", "mbps")
+_FORMAT = "a CSV with header 'time_s,mbps' and one row per second from 0"
+
+
+def _number(path: Path, line: int, field: str, text: str) -> float:
     try:
-        times = [int(float(r[0])) for r in rows[1:] if r]
-        mbps = [float(r[1]) for r in rows[1:] if r]
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"{path}: bad row ({exc})") from None
-    if times != list(range(len(times))):
-        raise ValueError(f"{path}: time_s must be 0, 1, 2, ... (1-s bins)")
+        return float(text)
+    except ValueError:
+        raise InputError(f"{path}:{line}: {field} {text.strip()!r} is not a number") from None
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read one ``time_s,mbps`` CSV; rows must be consecutive 1-s bins from 0.
+
+    Anything else is an :class:`~edgeml.errors.InputError` naming the file, the line and
+    what is allowed: the header, two numeric columns, ``time_s`` = 0, 1, 2, ... and
+    ``mbps`` finite and >= 0, at least one row.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file; expected {_FORMAT}") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a CSV ({exc}); expected {_FORMAT}") from None
+    if not rows:
+        raise InputError(f"{path}: empty file; expected {_FORMAT}")
+    header = [c.strip() for c in rows[0]]
+    if tuple(header) != HEADER:
+        raise InputError(f"{path}:1: header must be 'time_s,mbps', got {','.join(header)!r}")
+    mbps: list[float] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue  # blank line
+        if len(row) != 2:
+            raise InputError(f"{path}:{line}: {len(row)} columns, expected 2 (time_s,mbps)")
+        t = _number(path, line, "time_s", row[0])
+        if t != len(mbps):
+            raise InputError(
+                f"{path}:{line}: time_s {row[0].strip()} should be {len(mbps)}; "
+                "time_s must be 0, 1, 2, ... (1-s bins)"
+            )
+        v = _number(path, line, "mbps", row[1])
+        if not (math.isfinite(v) and v >= 0):
+            raise InputError(f"{path}:{line}: mbps {row[1].strip()} must be finite and >= 0")
+        mbps.append(v)
+    if not mbps:
+        raise InputError(f"{path}: no data rows after the header; expected {_FORMAT}")
     return Trace(path.name, np.asarray(mbps))
 
 
@@ -190,14 +227,17 @@ def _csv_files(source: str | Path) -> list[Path]:
         files = sorted(q for q in p.glob("*.csv") if q.is_file())
         if files:
             return files
-        raise ValueError(f"traces: no *.csv files in {p}")
-    raise ValueError(f"traces: {p} is neither a CSV file nor a directory")
+        raise InputError(f"traces: no *.csv files in {p}")
+    raise InputError(
+        f"traces: {p} is neither a CSV file nor a directory (no such path); "
+        "expected a time_s,mbps CSV or a directory of them"
+    )
 
 
 def split_traces(names: Iterable[str], split: str) -> list[str]:
     """The names of one split (``train``, ``test`` or ``all``), sorted; see the module doc."""
     if split not in SPLITS:
-        raise ValueError(f"split: {split!r} not one of {', '.join(SPLITS)}")
+        raise InputError(f"split: {split!r} not one of {', '.join(SPLITS)}")
     by_family: dict[str, list[str]] = {}
     for name in sorted(set(names)):
         by_family.setdefault(family_of(name), []).append(name)
@@ -236,9 +276,13 @@ def load_traces(
     if families is not None:
         unknown = set(families) - {t.family for t in traces}
         if unknown:
-            raise ValueError(f"families: {sorted(unknown)} not found in the traces")
+            raise InputError(f"families: {sorted(unknown)} not found in the traces")
         traces = [t for t in traces if t.family in set(families)]
     if not traces:
-        raise ValueError(f"traces: the {split!r} split of {sources} is empty")
+        where = ", ".join(str(s) for s in sources)
+        raise InputError(
+            f"traces: the {split!r} split of {where} is empty (each family's test files are "
+            f"every {TEST_EVERY}th by name; --split all uses every file)"
+        )
     log.debug("loaded %d traces (%s split)", len(traces), split)
     return traces

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from edgeml.bundle import Bundle
+from edgeml.errors import InputError
 from edgeml.rl_agent.actor import NumpyActor, export_actor
 from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
@@ -123,7 +124,7 @@ def train_agent(
     scenario = replace(scenario or Scenario(), reward=cfg.reward)
     out = Path(out)
     if out.suffix != ".zip":
-        raise ValueError(f"out: the policy file must end in .zip, got {out}")
+        raise InputError(f"out: the policy file must end in .zip, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)

@@ -154,9 +154,20 @@ def directory_items(path: Path, shape: tuple[int, ...], loop: bool = True) -> It
             return
 
 
+def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(x, y, level)`` of a source ``.npy`` (x only) or ``.npz`` (``x``, optional ``y``,
+    ``level``); a damaged, pickled or keyless file is an InputError that names it."""
+    from edgeml.errors import load_npy, load_npz
+
+    if path.suffix.lower() == ".npy":
+        return load_npy(path, "a source .npy of images (N, H, W) or (N, C, H, W)"), None, None
+    z = load_npz(path, "a source .npz with images under 'x' (optional 'y', 'level')", ("x",))
+    return z["x"], z.get("y"), z.get("level")
+
+
 def _read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() == ".npy":
-        return np.load(path, allow_pickle=False)
+        return _load_arrays(path)[0]
     from PIL import Image
 
     with Image.open(path) as im:
@@ -186,15 +197,8 @@ def open_source(
     path = Path(spec)
     if path.is_dir():
         return directory_items(path, shape, loop)
-    if path.suffix == ".npy" and path.is_file():
-        return array_items(np.load(path, allow_pickle=False), shape, name=path.name, loop=loop)
-    if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z:
-                raise ValueError(f"source: {path} has no array 'x' (found {sorted(z.files)})")
-            x = z["x"]
-            y = z.get("y")
-            lv = z.get("level")
+    if path.suffix in (".npy", ".npz") and path.is_file():
+        x, y, lv = _load_arrays(path)
         return array_items(x, shape, y, lv, name=path.name, loop=loop)
     raise ValueError(
         f"source: {spec!r} is not 'scenes[:SEED]', 'fashion-mnist[:SEED]', a directory, "
