@@ -79,7 +79,7 @@ class NumpyActor:
 
     @classmethod
     def load(cls, path: str | Path) -> NumpyActor:
-        what = "an actor .npz exported by `edgeml train-agent` (arrays w0, b0, ..., nvec)"
+        what = "an exported actor .npz from `edgeml train-agent` (arrays w0, b0, ..., nvec)"
         z = load_npz(path, what, need=("w0", "b0", "nvec"))
         n = sum(1 for k in z if k.startswith("w"))
         try:
