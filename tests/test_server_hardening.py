@@ -21,7 +21,7 @@ from transport_helpers import make_request, start_server
 from edgeml.bundle import Bundle
 from edgeml.transport.config import ServerConfig
 from edgeml.transport.proto.edgeml.v1 import offload_pb2
-from edgeml.transport.server import SERVICE_NAME
+from edgeml.transport.server import SERVICE_NAME, OffloadServer
 from edgeml.transport.streams import StreamGate, peer_address
 
 STREAM = f"/{SERVICE_NAME}/InferStream"
@@ -55,6 +55,13 @@ def _refused(streams: list[grpc.Future], n: int, wait_s: float = 10) -> list[grp
     return done
 
 
+def _wait_open(server: OffloadServer, n: int, wait_s: float) -> None:
+    """Until the server has admitted ``n`` streams (or ``wait_s`` passed)."""
+    deadline = time.monotonic() + wait_s
+    while server.servicer.streams.open < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _first(stream: grpc.Future) -> grpc.StatusCode:
     try:
         next(stream)
@@ -68,9 +75,7 @@ def test_40_silent_streams_leave_health_and_infer_answering(tiny_bundle: Bundle)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         streams = _open_silent_streams(channel, 40, timeout=30)
-        deadline = time.monotonic() + 10
-        while server.servicer.streams.open < 16 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_open(server, 16, wait_s=10)
         assert server.servicer.streams.open == 16
         t0 = time.monotonic()
         health = health_pb2_grpc.HealthStub(channel).Check(
@@ -101,9 +106,7 @@ def test_streams_per_client_are_bounded(tiny_bundle: Bundle) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         streams = _open_silent_streams(channel, 3, timeout=10)
-        deadline = time.monotonic() + 5
-        while server.servicer.streams.open < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_open(server, 2, wait_s=5)
         time.sleep(0.2)
         assert server.servicer.streams.open == 2
         (refused,) = _refused(streams, 1)
