@@ -34,7 +34,7 @@ from edgeml.transport.client import (
     EdgeClient,
     OffloadError,
     WeightsMismatchError,
-    grpc_target,
+    replica_targets,
     service_config,
 )
 from edgeml.transport.server import SERVICE_NAME, OffloadServer
@@ -253,7 +253,7 @@ def test_round_robin_spreads_calls_over_targets_and_skips_a_dead_one(tiny_bundle
     dead.stop(0)
     try:
         targets = f"127.0.0.1:{server.port},localhost:{second.port},127.0.0.1:{dead_port}"
-        assert grpc_target(targets).startswith("ipv4:127.0.0.1:")
+        assert len(replica_targets(targets)) == 3  # one channel per replica
         cfg = ClientConfig(targets=targets, max_attempts=3)
         ok = {"method": "Infer", "code": "OK"}
         before = server.metrics.value("edgeml_requests_total", ok)
@@ -364,6 +364,7 @@ def test_service_config_retries_only_unavailable_and_balances_round_robin():
     assert "retryPolicy" not in json.loads(service_config(1))["methodConfig"][0]
     with pytest.raises(ValueError, match="max_attempts"):
         ClientConfig(max_attempts=9)
-    with pytest.raises(ValueError, match="mixes IPv4 and IPv6"):
-        grpc_target("127.0.0.1:1,[::1]:2")
-    assert grpc_target("localhost:50051") == "localhost:50051"  # one target: gRPC's resolver
+    assert replica_targets("127.0.0.1:1, [::1]:2") == ["127.0.0.1:1", "[::1]:2"]
+    assert replica_targets("dns:///cloud:50051") == ["dns:///cloud:50051"]  # gRPC balances
+    with pytest.raises(ValueError, match="targets"):
+        replica_targets("127.0.0.1:1,nohost")

@@ -143,6 +143,8 @@ class EdgeConfig:
         answers locally (None: as long as the cheapest local answer would take, so waiting
         costs at most that; 0: give up at the deadline).
     :param reconnect_every_s: while the cloud is unreachable, try a fresh channel this often.
+    :param recheck_s: how often a replica taken out of rotation for other weights is asked
+        for its model again (it returns once it runs the edge's).
     :param run: a label copied into every log line (e.g. the policy's name in the demo).
     :param seed: seed of the ``random`` policy.
     """
@@ -171,6 +173,7 @@ class EdgeConfig:
     threads: int = 1
     grace_ms: float | None = None
     reconnect_every_s: float = 0.5
+    recheck_s: float = 2.0
     run: str = ""
     seed: int = 0
 
@@ -194,6 +197,7 @@ class EdgeConfig:
         finite("link_offset_s", 0.0)
         finite("probe_after_s", 0.0, strict=True)
         finite("reconnect_every_s", 0.0, strict=True)
+        finite("recheck_s", 0.0, strict=True)
         finite("grace_ms", 0.0, optional=True)
         finite("link_rtt_ms", 0.0, optional=True)
         need("threads", self.threads >= 1, "an integer >= 1")
@@ -641,6 +645,9 @@ class EdgeDaemon:
         try:
             if not sent:
                 raise DeadlineExpired("deadline: passed before the tensor was ready; not sent")
+            if not self.client.in_rotation():  # every replica runs other weights
+                sent = False
+                raise WeightsMismatchError("no cloud replica runs the edge's weights; not sent")
             if self.link is not None:
                 up = self.link.send(nbytes, give_up)
                 lat["uplink"] = (up.queued_s + up.serialization_s + up.propagation_s) * 1e3
@@ -648,7 +655,7 @@ class EdgeDaemon:
             if self.link is not None:
                 self.link.receive(give_up)
         except WeightsMismatchError as exc:
-            log.error("%s", exc)
+            log.debug("%s", exc)  # the client logs a replica leaving the rotation once
             reason = "mismatch"
         except (DeadlineExpired, LinkTimeout):
             reason = "deadline"
@@ -730,6 +737,7 @@ class EdgeDaemon:
                 if time.monotonic() - self._last_reconnect >= self.config.reconnect_every_s:
                     self._reconnect()
                 continue
+            self.client.recheck(self.config.recheck_s)
             with self._est_lock:
                 due = self.estimator.should_probe()
             if due:

@@ -2,8 +2,13 @@
 
 What the edge runtime needs from it, and how it gets it:
 
-* **balancing** -- ``targets="10.0.0.5:50051,10.0.0.6:50051"`` becomes one channel over an
-  ``ipv4:``/``ipv6:`` address list with gRPC's ``round_robin`` policy;
+* **balancing** -- ``targets="10.0.0.5:50051,10.0.0.6:50051"`` gives one channel per replica,
+  balanced round-robin here over the replicas whose channel is connected, with failover to the
+  next one on ``UNAVAILABLE``; a target with a gRPC scheme (``dns:///svc:50051``) is one
+  channel with gRPC's own ``round_robin`` over what it resolves to;
+* **one model per rotation** -- a replica that answers with other weights is taken out of
+  rotation (quarantined) until :meth:`EdgeClient.recheck` sees its hash match again, so a
+  wrongly deployed replica costs one request, not every request;
 * **deadlines** -- each call's gRPC deadline is what is left of the input's own deadline, so a
   late reply is never waited for (the edge falls back to local execution instead);
 * **retries only where safe** -- a service-config retry policy for ``UNAVAILABLE`` only
@@ -17,12 +22,10 @@ What the edge runtime needs from it, and how it gets it:
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -50,7 +53,7 @@ __all__ = [
     "InferStreamSession",
     "OffloadError",
     "WeightsMismatchError",
-    "grpc_target",
+    "replica_targets",
     "service_config",
 ]
 
@@ -216,28 +219,15 @@ def check_targets(targets: str) -> None:
         _split_hostport(part)
 
 
-def grpc_target(targets: str) -> str:
-    """``"a:1,b:2"`` -> ``"ipv4:a_ip:1,b_ip:2"`` (names resolved once, here); a single
-    ``host:port`` or anything with a scheme is returned unchanged (gRPC's DNS resolver)."""
+def replica_targets(targets: str) -> list[str]:
+    """``"a:1,b:2"`` -> ``["a:1", "b:2"]``: one channel per replica, each resolved by gRPC's
+    DNS resolver; a target with a scheme (``dns:``, ``ipv4:``, ``unix:``) is one channel,
+    used verbatim (gRPC balances over what it resolves to)."""
+    check_targets(targets)
     parts = [t.strip() for t in targets.split(",") if t.strip()]
-    if not parts:
-        raise ValueError("targets: empty; expected host:port[,host:port...]")
-    if len(parts) == 1 or parts[0].split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix"):
-        return targets.strip() if len(parts) > 1 else parts[0]
-    addrs: list[tuple[int, str]] = []
-    for part in parts:
-        host, port = _split_hostport(part)
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:  # a name: resolve it now, gRPC's list schemes take addresses only
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            infos.sort(key=lambda i: i[0] != socket.AF_INET)  # prefer IPv4 (localhost -> ::1?)
-            ip = ipaddress.ip_address(infos[0][4][0])
-        addrs.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
-    versions = {v for v, _ in addrs}
-    if len(versions) > 1:
-        raise ValueError(f"targets: mixes IPv4 and IPv6 addresses ({targets}); use one family")
-    return f"ipv{versions.pop()}:" + ",".join(a for _, a in addrs)
+    if parts[0].split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix"):
+        return [targets.strip()]
+    return parts
 
 
 def service_config(max_attempts: int) -> str:
@@ -284,8 +274,53 @@ def _identity(b: bytes) -> bytes:
 # --------------------------------------------------------------------------- the client
 
 
+class _Replica:
+    """One cloud replica: its channel, the raw callables on it, and whether it is usable.
+
+    ``state`` follows the channel's connectivity (gRPC reconnects in the background);
+    ``quarantined`` holds the other weights hash it answered with, until a recheck clears it.
+    """
+
+    def __init__(self, target: str, config: ClientConfig) -> None:
+        self.target = target
+        options = channel_options(config)
+        if config.secure:
+            creds = channel_credentials(config.root_ca, config.tls_cert, config.tls_key)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        # raw-bytes callables: we serialize ourselves so the sent size is exact and free
+        self.infer = self.channel.unary_unary(
+            _INFER, request_serializer=_identity, response_deserializer=_identity
+        )
+        self.infer_stream = self.channel.stream_stream(
+            _INFER_STREAM, request_serializer=_identity, response_deserializer=_identity
+        )
+        self.info = self.channel.unary_unary(
+            f"/{SERVICE}/GetModelInfo",
+            request_serializer=offload_pb2.ModelInfoRequest.SerializeToString,
+            response_deserializer=offload_pb2.ModelInfo.FromString,
+        )
+        self.profile = self.channel.unary_unary(
+            f"/{SERVICE}/Profile",
+            request_serializer=offload_pb2.ProfileRequest.SerializeToString,
+            response_deserializer=offload_pb2.ProfileReply.FromString,
+        )
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.state = grpc.ChannelConnectivity.IDLE
+        self.quarantined: str | None = None
+        self.channel.subscribe(self._on_state, try_to_connect=True)
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        self.state = state
+
+    def close(self) -> None:
+        self.channel.unsubscribe(self._on_state)
+        self.channel.close()
+
+
 class EdgeClient:
-    """The edge's connection to the cloud.
+    """The edge's connection to the cloud: one channel per replica of ``config.targets``.
 
     :param config: see :class:`ClientConfig`.
     :param weights_sha256: the edge bundle's weights hash, sent with every request.
@@ -296,42 +331,20 @@ class EdgeClient:
         self.config = config
         self.weights_sha256 = weights_sha256
         self.model_id = model_id
-        target = grpc_target(config.targets)
-        options = channel_options(config)
-        if config.secure:
-            creds = channel_credentials(config.root_ca, config.tls_cert, config.tls_key)
-            self.channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
-        self.target = target
+        self.replicas = [_Replica(t, config) for t in replica_targets(config.targets)]
+        self._rr = itertools.count()
         self._metadata: tuple[tuple[str, str], ...] = (
             ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
         )
-        # raw-bytes callables: we serialize ourselves so the sent size is exact and free
-        self._infer = self.channel.unary_unary(
-            _INFER, request_serializer=_identity, response_deserializer=_identity
-        )
-        self._infer_stream = self.channel.stream_stream(
-            _INFER_STREAM, request_serializer=_identity, response_deserializer=_identity
-        )
-        self._info = self.channel.unary_unary(
-            f"/{SERVICE}/GetModelInfo",
-            request_serializer=offload_pb2.ModelInfoRequest.SerializeToString,
-            response_deserializer=offload_pb2.ModelInfo.FromString,
-        )
-        self._profile = self.channel.unary_unary(
-            f"/{SERVICE}/Profile",
-            request_serializer=offload_pb2.ProfileRequest.SerializeToString,
-            response_deserializer=offload_pb2.ProfileReply.FromString,
-        )
-        self._health = health_pb2_grpc.HealthStub(self.channel)
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
+        self._last_recheck = time.monotonic()
 
     # ----------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        self.channel.close()
+        for r in self.replicas:
+            r.close()
 
     def __enter__(self) -> EdgeClient:
         return self
@@ -340,33 +353,52 @@ class EdgeClient:
         self.close()
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
-        """Block until a server answers health SERVING (waiting for it to come up)."""
-        try:
-            resp = self._health.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE),
-                timeout=timeout_s,
-                wait_for_ready=True,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as exc:
-            err = OffloadError.from_rpc(exc, f"wait_ready({self.config.targets})")
-            raise OffloadError(f"{err}{self._connect_error()}", err.code) from None
-        if resp.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-            raise OffloadError(f"wait_ready: {self.config.targets} is {name}")
+        """Block until a replica in rotation answers health SERVING (waiting for one to
+        come up); with several, each is asked in turn for a short while."""
+        end = time.monotonic() + timeout_s
+        err: OffloadError | None = None
+        status = None
+        while True:
+            cands = self._in_rotation() or self.replicas
+            step = timeout_s if len(cands) == 1 else min(0.2, timeout_s)
+            for r in cands:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    resp = r.health.Check(
+                        health_pb2.HealthCheckRequest(service=SERVICE),
+                        timeout=min(step, left),
+                        wait_for_ready=True,
+                        metadata=self._metadata,
+                    )
+                except grpc.RpcError as exc:
+                    err = OffloadError.from_rpc(exc, f"wait_ready({self.config.targets})")
+                    continue
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            if time.monotonic() >= end:
+                break
+        if status is not None and err is None:
+            raise OffloadError(f"wait_ready: {self.config.targets} is {status}")
+        assert err is not None
+        raise OffloadError(f"{err}{self._connect_error()}", err.code) from None
 
     def _connect_error(self) -> str:
-        """Why the channel does not connect, as gRPC last saw it ('' if it does): a call
+        """Why the channels do not connect, as gRPC last saw it ('' if one does): a call
         that waited for readiness only says DEADLINE_EXCEEDED, a call that fails fast
         carries the last connection error (refused, TLS handshake, ...)."""
-        try:
-            self._health.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0,
-                metadata=self._metadata,
-            )  # fmt: skip
-            return ""
-        except grpc.RpcError as exc:
-            details = exc.details() if hasattr(exc, "details") else str(exc)
+        details = ""
+        for r in self.replicas:
+            try:
+                r.health.Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0,
+                    metadata=self._metadata,
+                )  # fmt: skip
+                return ""
+            except grpc.RpcError as exc:
+                details = exc.details() if hasattr(exc, "details") else str(exc)
         hint, d = "", (details or "").lower()
         # With TLS 1.3 a client whose certificate the server refuses sees only its socket
         # close right after the handshake; the server logs the real reason.
@@ -378,36 +410,104 @@ class EdgeClient:
             )
         return f"; last connection error: {details}{hint}"
 
+    # ----------------------------------------------------------------- rotation
+
+    def _in_rotation(self) -> list[_Replica]:
+        return [r for r in self.replicas if r.quarantined is None]
+
+    def _pick(self, tried: set[int]) -> _Replica | None:
+        """Round-robin over the replicas in rotation not yet tried for this call, connected
+        ones first (as gRPC's round_robin, which picks only READY subchannels)."""
+        free = [r for r in self._in_rotation() if id(r) not in tried]
+        ready = [r for r in free if r.state is grpc.ChannelConnectivity.READY]
+        up = ready or [r for r in free if r.state is not grpc.ChannelConnectivity.SHUTDOWN]
+        return up[next(self._rr) % len(up)] if up else None
+
+    def in_rotation(self) -> bool:
+        """Whether any replica may be sent to (False: every one runs other weights)."""
+        return bool(self._in_rotation())
+
+    def _quarantine(self, r: _Replica, exc: OffloadError) -> None:
+        r.quarantined = str(exc)
+        log.warning(
+            "cloud replica %s runs other weights: out of rotation until it changes (%s)",
+            r.target, exc,
+        )  # fmt: skip
+
+    def recheck(self, every_s: float = 2.0, timeout_s: float = 1.0) -> None:
+        """Ask each quarantined replica for its model again (at most once per ``every_s``);
+        one whose hash now matches goes back into rotation."""
+        now = time.monotonic()
+        if now - self._last_recheck < every_s or len(self._in_rotation()) == len(self.replicas):
+            return
+        self._last_recheck = now
+        for r in self.replicas:
+            if r.quarantined is None:
+                continue
+            try:
+                info = self._model_info(r, timeout_s, wait=True)  # past a reconnect backoff
+            except OffloadError:
+                continue
+            if info.weights_sha256 == self.weights_sha256:
+                r.quarantined = None
+                log.info("cloud replica %s runs the edge's weights again: back in rotation",
+                         r.target)  # fmt: skip
+
     # ----------------------------------------------------------------- model
 
-    def get_model_info(self, timeout_s: float | None = None) -> offload_pb2.ModelInfo:
+    def _model_info(
+        self, r: _Replica, timeout_s: float | None, wait: bool = False
+    ) -> offload_pb2.ModelInfo:
         try:
-            return self._info(
+            return r.info(
                 offload_pb2.ModelInfoRequest(model_id=self.model_id),
                 timeout=timeout_s or self.config.default_timeout_s,
                 metadata=self._metadata,
+                wait_for_ready=wait,
             )
         except grpc.RpcError as exc:
-            raise OffloadError.from_rpc(exc, "get_model_info") from None
+            raise OffloadError.from_rpc(exc, f"get_model_info({r.target})") from None
+
+    def get_model_info(self, timeout_s: float | None = None) -> offload_pb2.ModelInfo:
+        r = self._pick(set()) or self.replicas[0]
+        return self._model_info(r, timeout_s)
 
     def check_model(self, weights_sha256: str | None = None) -> offload_pb2.ModelInfo:
-        """Fetch the cloud's model info and refuse (raise) if its weights differ from ours."""
+        """Ask every replica for its model: those with other weights leave the rotation
+        (and those with ours return). Raises :class:`WeightsMismatchError` if no reachable
+        replica runs our weights, :class:`OffloadError` if none is reachable."""
         want = weights_sha256 or self.weights_sha256
         if not want:
             raise ValueError("weights_sha256: unknown; pass the edge bundle's hash")
-        info = self.get_model_info()
-        if info.weights_sha256 != want:
-            raise WeightsMismatchError(
-                f"weights_sha256: cloud {self.config.targets} runs {info.weights_sha256[:16]}..., "
+        good: offload_pb2.ModelInfo | None = None
+        mismatch: WeightsMismatchError | None = None
+        error: OffloadError | None = None
+        for r in self.replicas:
+            try:
+                info = self._model_info(r, None)
+            except OffloadError as exc:
+                error = exc
+                continue
+            if info.weights_sha256 == want:
+                r.quarantined = None
+                good = good or info
+                continue
+            mismatch = WeightsMismatchError(
+                f"weights_sha256: cloud {r.target} runs {info.weights_sha256[:16]}..., "
                 f"the edge {want[:16]}...; load the same bundle on both sides"
             )
+            if want == (self.weights_sha256 or want):  # not when asked about another hash
+                r.quarantined = str(mismatch)
+        if good is None:
+            raise mismatch or error or OffloadError("check_model: no replica")
         self.weights_sha256 = want
-        return info
+        return good
 
     def profile(self, repeats: int = 0, timeout_s: float = 60.0) -> offload_pb2.ProfileReply:
         """The cloud's per-block and per-head latencies (``repeats > 0``: measure now)."""
+        r = self._pick(set()) or self.replicas[0]
         try:
-            return self._profile(
+            return r.profile(
                 offload_pb2.ProfileRequest(model_id=self.model_id, repeats=repeats),
                 timeout=timeout_s,
                 metadata=self._metadata,
@@ -481,14 +581,36 @@ class EdgeClient:
         )
         data = req.SerializeToString()
         timeout = self._timeout(deadline)  # encoding took some of it
-        t0 = time.perf_counter()
-        try:
-            raw = self._infer(data, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise OffloadError.from_rpc(exc, f"infer {req.request_id}") from None
-        rtt_ms = (time.perf_counter() - t0) * 1e3
-        reply = offload_pb2.InferReply.FromString(raw)
-        return InferResult.from_reply(reply, len(data), rtt_ms, encode_ms)
+        tried: set[int] = set()
+        while True:
+            r = self._pick(tried)
+            if r is None:
+                raise self._none_left(req.request_id)
+            tried.add(id(r))
+            t0 = time.perf_counter()
+            try:
+                raw = r.infer(data, timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                err = OffloadError.from_rpc(exc, f"infer {req.request_id} ({r.target})")
+                if isinstance(err, WeightsMismatchError):
+                    self._quarantine(r, err)
+                elif err.code is not grpc.StatusCode.UNAVAILABLE:
+                    raise err from None
+                if len(tried) >= len(self.replicas):
+                    raise err from None
+                timeout = self._timeout(deadline)  # fail over to the next replica
+                continue
+            rtt_ms = (time.perf_counter() - t0) * 1e3
+            reply = offload_pb2.InferReply.FromString(raw)
+            return InferResult.from_reply(reply, len(data), rtt_ms, encode_ms)
+
+    def _none_left(self, what: str) -> OffloadError:
+        if not self.in_rotation():
+            return WeightsMismatchError(
+                f"infer {what}: no replica of {self.config.targets} runs the edge's weights "
+                f"({self.weights_sha256[:16]}...); not sent"
+            )
+        return OffloadError(f"infer {what}: every replica failed", grpc.StatusCode.UNAVAILABLE)
 
     def stream(self, timeout_s: float | None = None) -> InferStreamSession:
         """Open a pipelined ``InferStream`` (see :class:`InferStreamSession`)."""
@@ -514,7 +636,10 @@ class InferStreamSession:
         self._open: dict[str, tuple[Future[InferResult], float, int, float]] = {}
         self._lock = threading.Lock()
         self._error: OffloadError | None = None
-        self._call = client._infer_stream(
+        replica = client._pick(set())
+        if replica is None:
+            raise client._none_left("stream")
+        self._call = replica.infer_stream(
             self._outgoing(), timeout=timeout_s, metadata=client._metadata
         )
         self._reader = threading.Thread(target=self._read, name="edgeml-stream", daemon=True)
