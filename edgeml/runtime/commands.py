@@ -89,6 +89,12 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="probe the link after this long without a measurement",
     )
     p.add_argument(
+        "--recheck-s",
+        type=float,
+        default=2.0,
+        help="ask a replica left out of rotation for other weights for its model this often",
+    )
+    p.add_argument(
         "--token-env",
         default=None,
         metavar="VAR",
@@ -130,7 +136,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
             codec=args.codec, log=args.log, metrics_port=args.metrics_port,
             max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
-            probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, token=token,
+            probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, recheck_s=args.recheck_s,
+            token=token,
             root_ca=args.root_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
             threads=args.threads, run=args.run, seed=args.seed,
         )  # fmt: skip
