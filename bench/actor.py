@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edgeml.assets import ASSETS, default_bundle  # noqa: E402
-from edgeml.rl_agent.actor import NumpyActor  # noqa: E402
+from edgeml.decision.actor import NumpyActor  # noqa: E402
 
 TARGET_MS = 0.1
 

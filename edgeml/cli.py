@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from edgeml import __version__
 
 if TYPE_CHECKING:
-    from edgeml.rl_agent.env import Scenario
+    from edgeml.decision.scenario import Scenario
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -108,30 +108,20 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_scenario_args(p: argparse.ArgumentParser, split: str, what: str) -> None:
-    """The flags behind :func:`_scenario`, shared by ``train-agent`` and ``evaluate``."""
+    """The flags behind :func:`_scenario`, shared by ``train-agent`` and ``evaluate``: the
+    bundle, the traces, and one flag per field of the decision core's Scenario."""
+    from edgeml.decision.scenario import add_scenario_flags
+
     p.add_argument("bundle", help="bundle directory (with profile.json)")
     p.add_argument("--traces", required=True, help="trace CSV or directory (time_s,mbps)")
-    p.add_argument(
-        "--split",
-        choices=("train", "test", "all"),
-        default=split,
-        help=f"which files of each trace family to {what} on",
-    )
-    p.add_argument("--codec", default="int8", help="tensor codec on the link")
-    p.add_argument("--deadline-ms", type=float, default=100.0, help="per-input deadline")
+    add_scenario_flags(p, skip=("bundle", "traces"), trace_split=split)
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
     """The simulated scenario of ``train-agent`` and ``evaluate`` (same flags, same defaults)."""
-    from edgeml.rl_agent.env import Scenario
+    from edgeml.decision.scenario import scenario_from_args
 
-    return Scenario(
-        bundle=args.bundle,
-        traces=args.traces,
-        trace_split=args.split,
-        codec=args.codec,
-        deadline_ms=args.deadline_ms,
-    )
+    return scenario_from_args(args, bundle=args.bundle, traces=args.traces)
 
 
 def _cmd_train_agent(args: argparse.Namespace) -> int:
@@ -162,8 +152,8 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             tensorboard=args.tensorboard,
         )
         bundle = Bundle.load(args.bundle)
-        traces = load_traces(args.traces, split=args.split)
         scenario = _scenario(args)
+        traces = load_traces(args.traces, split=scenario.trace_split)
         EdgeCloudEnv(replace(scenario, reward=cfg.reward), bundle=bundle, traces=traces)
     res = train_agent(bundle, traces, args.out, cfg, scenario)
     print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
@@ -200,10 +190,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     with as_input_error():
         cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
         bundle = Bundle.load(args.bundle)
-        traces = load_traces(args.traces, split=args.split)
         scenario = _scenario(args)
+        traces = load_traces(args.traces, split=scenario.trace_split)
         env = ev.make_env(scenario, traces, cfg, bundle=bundle)
-        policies = ([ev.load_policy(args.policy)] if args.policy else []) + ev.all_baselines()
+        from edgeml.decision.policies import make_policy
+
+        policies = ev.all_baselines(env)
+        if args.policy:
+            sha = bundle.weights_sha256
+            policies.insert(0, make_policy(args.policy, env.world, bundle_sha256=sha))
         for policy in policies:
             ev.check_policy(policy, env)
     result, records = ev.evaluate(

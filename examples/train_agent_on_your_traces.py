@@ -21,9 +21,9 @@ import torch
 
 from edgeml.assets import default_bundle
 from edgeml.bundle import Bundle
-from edgeml.rl_agent.baselines import make_baseline
-from edgeml.rl_agent.env import Scenario
-from edgeml.rl_agent.evaluate import EvalConfig, evaluate, format_table, load_policy
+from edgeml.decision.policies import make_policy
+from edgeml.decision.scenario import Scenario
+from edgeml.rl_agent.evaluate import EvalConfig, evaluate, format_table, make_env
 from edgeml.rl_agent.traces import load_traces
 from edgeml.rl_agent.train import TrainConfig, train_agent
 from edgeml.runtime.demo import find_traces_dir
@@ -45,13 +45,11 @@ def main() -> None:
     )
     print(f"trained in {result.seconds:.0f} s -> {result.policy}, actor {result.actor}")
 
-    policies = [load_policy(result.actor)] + [
-        make_baseline(name)
-        for name in ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn", "oracle")
-    ]
-    report, _ = evaluate(
-        policies, scenario, test, EvalConfig(segments=2, episode_steps=300), bundle
-    )
+    cfg = EvalConfig(segments=2, episode_steps=300)
+    env = make_env(scenario, test, cfg, bundle)  # policies are made for its world
+    names = (str(result.actor), "edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
+    policies = [make_policy(n, env.world) for n in (*names, "oracle")]
+    report, _ = evaluate(policies, scenario, test, cfg, env=env)
     print(format_table(report))
 
 

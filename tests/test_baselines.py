@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeml.bundle import Bundle
-from edgeml.rl_agent.baselines import (
+from edgeml.decision.policies import (
     BASELINES,
     CloudOnly,
     Edgent,
@@ -16,12 +16,12 @@ from edgeml.rl_agent.baselines import (
     OracleSample,
     RandomPolicy,
     Spinn,
-    make_baseline,
-    make_teacher,
-    planned_latency,
+    make_policy,
 )
-from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
-from edgeml.rl_agent.evaluate import EvalConfig, evaluate
+from edgeml.decision.scenario import Scenario
+from edgeml.errors import InputError
+from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.evaluate import EvalConfig, all_baselines, evaluate, make_env
 from edgeml.rl_agent.traces import Trace, load_traces
 
 CFG = EvalConfig(segments=2, episode_steps=150, seed=0)
@@ -29,9 +29,10 @@ CFG = EvalConfig(segments=2, episode_steps=150, seed=0)
 
 @pytest.fixture(scope="module")
 def results(profiled_bundle: Bundle) -> tuple[dict, dict]:
-    policies = [make_baseline(n) for n in BASELINES]
-    return evaluate(policies, Scenario(), load_traces(), CFG, bundle=profiled_bundle,
-                    progress=False)  # fmt: skip
+    traces = load_traces()
+    env = make_env(Scenario(), traces, CFG, bundle=profiled_bundle)
+    assert {p.name for p in all_baselines(env)} == set(BASELINES)
+    return evaluate(all_baselines(env), Scenario(), traces, CFG, progress=False, env=env)
 
 
 def test_edge_only_never_sends_and_cloud_only_always_sends(results: tuple[dict, dict]) -> None:
@@ -63,30 +64,30 @@ def test_neurosurgeon_picks_the_fastest_split(profiled_bundle: Bundle) -> None:
     for mbps in (0.05, 2.0, 200.0):
         env = EdgeCloudEnv(bundle=profiled_bundle, traces=[Trace("c_x.csv", np.full(30, mbps))])
         env.reset(seed=0)
-        s, e, t = Neurosurgeon().act(np.zeros(1), env)
-        lat = planned_latency(env)[:, e, 0, e]
+        s, e, t = Neurosurgeon(env.world).act(env.know)
+        lat = env.world.planned_latency(env.know)[:, e, 0, e]
         assert e == env.n_exits - 1 and t == 0
         assert lat[s] == lat.min()
     # A starved link keeps everything on the edge, a fat one ships the input.
     env = EdgeCloudEnv(bundle=profiled_bundle, traces=[Trace("c_x.csv", np.full(30, 0.01))])
     env.reset(seed=0)
-    assert Neurosurgeon().act(np.zeros(1), env)[0] == env.n_splits - 1
+    assert Neurosurgeon(env.world).act(env.know).split == env.n_splits - 1
 
 
 def test_edgent_meets_the_deadline_with_the_most_accurate_exit(profiled_bundle: Bundle) -> None:
     env = EdgeCloudEnv(bundle=profiled_bundle, traces=[Trace("c_x.csv", np.full(30, 5.0))])
     env.reset(seed=0)
-    s, e, t = Edgent().act(np.zeros(1), env)
-    lat = planned_latency(env)
+    s, e, t = Edgent(env.world).act(env.know)
+    lat = env.world.planned_latency(env.know)
     assert t == 0 and lat[s, e, 0, e] <= env.scenario.deadline_ms
     acc = env.outcomes.accuracy[:, 0]
     feasible = [k for k in range(env.n_exits) if (lat[:, k, 0, k] <= 100.0).any()]
     assert acc[e] == max(acc[k] for k in feasible)
     # An impossible deadline: the fastest action instead.
-    env = EdgeCloudEnv(bundle=profiled_bundle, deadline_ms=0.01, timeout_ms=1000.0)
+    env = EdgeCloudEnv(bundle=profiled_bundle, deadline_ms=0.01)
     env.reset(seed=0)
-    s, e, _ = Edgent().act(np.zeros(1), env)
-    lat = planned_latency(env)
+    s, e, _ = Edgent(env.world).act(env.know)
+    lat = env.world.planned_latency(env.know)
     diag = np.stack([lat[:, k, 0, k] for k in range(env.n_exits)], axis=1)
     assert lat[s, e, 0, e] == diag.min()
 
@@ -99,33 +100,33 @@ def test_edgent_last_plans_at_the_newest_sample_the_baseline_at_the_harmonic_mea
     def env_with(samples: list[float]) -> EdgeCloudEnv:
         env = EdgeCloudEnv(bundle=profiled_bundle, edge_slowdown=100.0)
         env.reset(seed=0)
-        env._meas.clear()
-        env._meas.extend((float(i), mbps) for i, mbps in enumerate(samples))
+        env.know.set_measurements((float(i), mbps) for i, mbps in enumerate(samples))
         return env
 
     recovered, fast = env_with([0.01, 0.01, 0.01, 50.0]), env_with([50.0] * 4)
-    assert recovered.last_mbps == 50.0 and recovered.estimate_mbps < 0.02
-    baseline, teacher = Edgent().act(np.zeros(1), recovered), make_teacher("edgent-last")
-    assert teacher.name == "edgent-last" and make_baseline("edgent").name == "edgent"
-    assert baseline[0] > 0  # the slow estimate keeps the input on the edge
-    assert list(teacher.act(np.zeros(1), recovered)) == list(Edgent().act(np.zeros(1), fast))
-    assert teacher.act(np.zeros(1), recovered)[0] == 0  # the newest sample says: offload
+    assert recovered.know.last_mbps == 50.0 and recovered.estimate_mbps < 0.02
+    teacher = make_policy("edgent-last", recovered.world)
+    baseline = Edgent(recovered.world).act(recovered.know)
+    assert teacher.name == "edgent-last"
+    assert make_policy("edgent", recovered.world).name == "edgent"
+    assert baseline.split > 0  # the slow estimate keeps the input on the edge
+    assert teacher.act(recovered.know) == Edgent(fast.world).act(fast.know)
     with pytest.raises(ValueError, match="estimate"):
-        Edgent(estimate="mean")
-    with pytest.raises(ValueError, match="teacher"):
-        make_teacher("sage")
+        Edgent(recovered.world, estimate="mean")
+    with pytest.raises(InputError, match="sage"):
+        make_policy("sage", recovered.world)
 
 
 def test_spinn_uses_its_threshold_and_random_is_seeded(profiled_bundle: Bundle) -> None:
     env = EdgeCloudEnv(bundle=profiled_bundle)
     env.reset(seed=0)
-    a = Spinn(tau=0.9).act(np.zeros(1), env)
-    assert env.outcomes.taus[a[2]] == 0.9 and a[1] == env.n_exits - 1
+    a = Spinn(env.world, tau=0.9).act(env.know)
+    assert a.tau == 0.9 and a.exit == env.n_exits - 1
     with pytest.raises(ValueError, match="tau"):
-        Spinn(tau=0.5)
-    r1, r2 = RandomPolicy(5), RandomPolicy(5)
-    first = [r1.act(None, env).tolist() for _ in range(5)]
-    assert first == [r2.act(None, env).tolist() for _ in range(5)]
+        Spinn(env.world, tau=0.5)
+    r1, r2 = RandomPolicy(env.world, 5), RandomPolicy(env.world, 5)
+    first = [r1.act(env.know) for _ in range(5)]
+    assert first == [r2.act(env.know) for _ in range(5)]
 
 
 def test_oracle_sample_picks_a_right_answer_when_one_is_in_time(profiled_bundle: Bundle) -> None:
@@ -135,7 +136,7 @@ def test_oracle_sample_picks_a_right_answer_when_one_is_in_time(profiled_bundle:
     for _ in range(50):
         i = env.current_sample
         can = bool(env.outcomes.correct[:, :, i].any())
-        _, _, _, _, info = env.step(OracleSample().act(np.zeros(1), env))
+        _, _, _, _, info = env.step(OracleSample(env.world).act(env.know))
         assert info["timely"] == can  # a fat link: every exit is in time
         hits += info["timely"]
     assert hits > 0
@@ -144,18 +145,26 @@ def test_oracle_sample_picks_a_right_answer_when_one_is_in_time(profiled_bundle:
 def test_oracle_uses_the_level_not_the_sample(profiled_bundle: Bundle) -> None:
     env = EdgeCloudEnv(bundle=profiled_bundle)
     env.reset(seed=4)
-    oracle = Oracle()
+    oracle = Oracle(env.world)
     # Same level, same time and load: the oracle's choice cannot depend on the sample.
-    a = oracle.act(np.zeros(1), env)
+    a = oracle.act(env.know)
     lv = env.current_level
     others = np.flatnonzero(profiled_bundle.calibration.difficulty == lv)[:5]
     for i in others:
         env._samples[env._step] = int(i)
-        assert np.array_equal(oracle.act(np.zeros(1), env), a)
+        assert oracle.act(env.know) == a
 
 
-def test_unknown_baseline_is_named() -> None:
-    with pytest.raises(ValueError, match="oracle"):
-        make_baseline("orakel")
-    assert isinstance(make_baseline("edge_only"), EdgeOnly)
-    assert isinstance(make_baseline("cloud_only"), CloudOnly)
+def test_unknown_policy_is_named_and_oracles_are_refused_on_a_device(
+    profiled_bundle: Bundle,
+) -> None:
+    env = EdgeCloudEnv(bundle=profiled_bundle)
+    with pytest.raises(InputError, match="oracle"):
+        make_policy("orakel", env.world)
+    assert isinstance(make_policy("edge_only", env.world), EdgeOnly)
+    assert isinstance(make_policy("cloud_only", env.world), CloudOnly)
+    with pytest.raises(InputError, match="simulator only"):
+        make_policy("oracle", env.world, device=True)
+    blind = env.world.knowledge()  # no simulator behind it
+    with pytest.raises(RuntimeError, match="future"):
+        Oracle(env.world).act(blind)

@@ -19,7 +19,7 @@ import pytest
 
 from edgeml.assets import ASSETS
 from edgeml.cli import main
-from edgeml.rl_agent.actor import NumpyActor
+from edgeml.decision.actor import NumpyActor
 
 FIXTURE = ASSETS / "bundles" / "fixture"
 TRACES = ASSETS / "traces"

@@ -11,11 +11,13 @@ import pytest
 import edgeml.rl_agent  # noqa: F401  (registers the env)
 from edgeml.assets import default_bundle
 from edgeml.bundle import Bundle
+from edgeml.decision.action import TAUS
+from edgeml.decision.observation import obs_size
+from edgeml.decision.scenario import Scenario
+from edgeml.decision.tables import Outcomes
 from edgeml.partition.cost import CostModel
-from edgeml.progressive.infer import TAUS
 from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
-from edgeml.rl_agent.env import ENV_ID, EdgeCloudEnv, Scenario, obs_size
-from edgeml.rl_agent.tables import Outcomes
+from edgeml.rl_agent.env import ENV_ID, EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
 
 NO_LOAD = LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0)
@@ -60,8 +62,8 @@ def test_make_with_no_arguments_uses_the_shipped_defaults() -> None:
 def test_unknown_scenario_parameter_is_named(profiled_bundle: Bundle) -> None:
     with pytest.raises(TypeError, match="deadline"):
         EdgeCloudEnv(bundle=profiled_bundle, deadlin_ms=5)
-    with pytest.raises(ValueError, match="timeout_ms"):
-        Scenario(timeout_ms=50.0)
+    with pytest.raises(ValueError, match="grace_ms"):
+        Scenario(grace_ms=-1.0)
     with pytest.raises(ValueError, match="codec"):
         EdgeCloudEnv(bundle=profiled_bundle, codec="nope")
 
@@ -159,15 +161,24 @@ def test_observation_holds_measured_not_true_bandwidth(profiled_bundle: Bundle) 
     assert env.estimate_mbps < 2.0
 
 
-def test_outage_offload_times_out(profiled_bundle: Bundle) -> None:
+def test_an_offload_lost_in_an_outage_is_answered_locally_as_the_daemon_does(
+    profiled_bundle: Bundle,
+) -> None:
+    """The outcome rule: wait until deadline + grace, then go on locally from the split to
+    the shallowest exit past it (the deadline has passed); the answer is real, and late."""
     trace = Trace("dead_x.csv", np.array([0.0] * 30 + [5.0] * 30))
-    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], timeout_ms=500.0, load=NO_LOAD)
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], grace_ms=50.0, load=NO_LOAD)
     env.reset(seed=0, options={"start_s": 1.0})
+    i = env.current_sample
     _, r, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))
-    assert info["latency_ms"] == 500.0 and not info["answered"] and not info["correct"]
-    assert r == pytest.approx(-env.scenario.latency_weight * 2.0)
+    cost = env.cost
+    assert info["where"] == "fallback" and info["stop_exit"] == 0  # shallowest exit past 0
+    assert info["latency_ms"] == pytest.approx(150.0 + cost.local_finish_ms(0, 0))
+    assert info["correct"] == bool(env.outcomes.correct[0, 0, i]) and not info["timely"]
+    assert info["bytes"] > 0  # the tensor was sent (and lost)
+    assert r == pytest.approx(-env.scenario.latency_weight * min(info["latency_ms"] / 100.0, 2.0))
     _, _, _, _, info = env.step(np.array([env.n_splits - 1, env.n_exits - 1, 0]))
-    assert info["answered"] and info["bytes"] == 0.0  # the edge still answers locally
+    assert info["where"] == "edge" and info["bytes"] == 0.0
 
 
 def test_episode_truncates(profiled_bundle: Bundle) -> None:

@@ -11,10 +11,11 @@ import pytest
 
 from edgeml.bundle import Bundle
 from edgeml.cli import main
-from edgeml.rl_agent.actor import NumpyActor
-from edgeml.rl_agent.baselines import RandomPolicy
-from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
-from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, load_policy
+from edgeml.decision.actor import NumpyActor
+from edgeml.decision.policies import RandomPolicy, make_policy
+from edgeml.decision.scenario import Scenario
+from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, make_env
 from edgeml.rl_agent.traces import default_traces_dir, load_traces
 from edgeml.rl_agent.train import TrainConfig, TrainResult, check_actor, train_agent
 from edgeml.rl_agent.warm_start import WarmStartConfig, warm_start
@@ -42,10 +43,11 @@ def test_training_writes_policy_actor_best_model_and_logs(trained: TrainResult) 
 
 
 def test_short_ppo_run_beats_random(trained: TrainResult, profiled_bundle: Bundle) -> None:
-    ppo = load_policy(trained.policy)
-    res, _ = evaluate([ppo, RandomPolicy(0)], Scenario(), load_traces(),
-                      EvalConfig(segments=2, episode_steps=200, seed=1),
-                      bundle=profiled_bundle, progress=False)  # fmt: skip
+    cfg, traces = EvalConfig(segments=2, episode_steps=200, seed=1), load_traces()
+    env = make_env(Scenario(), traces, cfg, bundle=profiled_bundle)
+    ppo = make_policy(str(trained.policy), env.world, bundle_sha256=profiled_bundle.weights_sha256)
+    res, _ = evaluate([ppo, RandomPolicy(env.world, 0)], Scenario(), traces, cfg,
+                      progress=False, env=env)  # fmt: skip
     pol = res["policies"]
     assert pol["ppo"]["timely_accuracy"] > pol["random"]["timely_accuracy"] + 0.02
     assert pol["ppo"]["reward"] > pol["random"]["reward"]

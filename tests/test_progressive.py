@@ -8,9 +8,10 @@ import torch
 
 from edgeml.bundle import Bundle
 from edgeml.data.torch_datasets import FashionMNISTDataset
+from edgeml.decision.action import TAUS
 from edgeml.models import build_model
 from edgeml.progressive.calibrate import Calibration, confidence_bins
-from edgeml.progressive.infer import TAUS, run_action, run_segment
+from edgeml.progressive.infer import run_action, run_segment
 from edgeml.progressive.train import ExitTrainConfig, train_exits
 
 

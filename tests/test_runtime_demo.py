@@ -40,7 +40,7 @@ def test_demo_runs_policies_on_the_same_inputs(profiled_bundle: Bundle, tmp_path
     for name, r in report["results"].items():
         assert r["inputs"] == 12 and r["edge_slowdown"] == 2.0
         assert "predicted_latency_ms_mean" in r or name == "cloud_only"
-    assert report["results"]["edge_only"]["bytes_mean"] == 0
+    assert report["results"]["edge_only"]["bytes_sent_mean"] == 0
     assert report["results"]["cloud_only"]["offload_rate"] + (
         report["results"]["cloud_only"]["fallbacks"] / 12
     ) == pytest.approx(1.0)

@@ -170,35 +170,31 @@ def test_paced_rate_stop_and_max_inputs() -> None:
 # ---------------------------------------------------------------------------- observation
 
 
-def test_edge_observation_matches_the_env(profiled_bundle) -> None:
-    """The daemon's observation vector equals the simulator's, bit for bit, for the same
-    knowledge (both call one builder; this catches either side feeding it differently)."""
-    from edgeml.partition.cost import CostModel
+def test_knowledge_fed_like_the_daemon_gives_the_env_observation(profiled_bundle) -> None:
+    """The daemon feeds a fresh :class:`EdgeKnowledge` from its own measurements each input;
+    fed the env's numbers that way, it builds the env's vector bit for bit."""
     from edgeml.rl_agent.env import EdgeCloudEnv
-    from edgeml.runtime.observation import EdgeState
 
     trace = Trace("fam_1.csv", np.array([2.0, 0.5, 8.0, 0.0, 3.0]))
     env = EdgeCloudEnv(bundle=profiled_bundle, traces=[trace], episode_steps=50)
     env.reset(seed=3)
-    cost = CostModel.from_bundle(profiled_bundle, edge_slowdown=env.scenario.edge_slowdown)
-    sc = env.scenario
     rng = np.random.default_rng(0)
     for _ in range(12):
         obs, *_ = env.step(rng.integers(0, env.action_space.nvec))
-        st = EdgeState(profiled_bundle, cost, sc.codec, sc.deadline_ms, sc.rtt_ms, sc.history)
-        st.set_measurements(list(env._meas))
-        for lat in reversed(env._lat):
-            st.lat.appendleft(lat)
-        st.last_conf, st.last_exit, st.last_off = env._last_conf, env._last_exit, env._last_off
-        st.feature, st.edge_load = env.feature, env.edge_load
-        assert st.observation(env._t).dtype == obs.dtype == np.float32
-        np.testing.assert_array_equal(st.observation(env._t), obs)
+        k = env.know
+        st = env.world.knowledge()
+        st.set_measurements(list(k.meas))
+        for lat in reversed(k.lat):
+            st.record_answer(lat, k.last_conf, k.last_exit, bool(k.last_off))
+        st.now_s, st.feature, st.edge_load = k.now_s, k.feature, k.edge_load
+        assert st.observation().dtype == obs.dtype == np.float32
+        np.testing.assert_array_equal(st.observation(), obs)
         assert st.estimate_mbps == env.estimate_mbps
 
 
 def test_observation_builder_pinned_to_the_trained_layout() -> None:
     """The entries, order, scaling and caps the shipped policy was trained on."""
-    from edgeml.rl_agent.observation import MIN_MBPS, build_observation, obs_size
+    from edgeml.decision.observation import MIN_MBPS, build_observation, obs_size
 
     meas = [(1.0, 100.0), (4.0, 0.0)]  # oldest first; the outage is floored
     obs = build_observation(

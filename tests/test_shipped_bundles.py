@@ -79,7 +79,7 @@ def test_default_exits_get_cheaper_earlier(default: Bundle) -> None:
 
 def test_default_profile_makes_offloading_and_exits_matter(default: Bundle) -> None:
     """On the default 12x edge the full network misses the deadline, the first exit meets it."""
-    from edgeml.rl_agent.env import Scenario
+    from edgeml.decision.scenario import Scenario
 
     sc, prof = Scenario(), default.profile
     assert prof is not None

@@ -14,9 +14,6 @@ import torch
 
 from edgeml.models.progressive_net import ProgressiveNet
 
-# The tau grid of the action space; index 0 means "no early stop".
-TAUS: tuple[float, ...] = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7)
-
 
 @dataclass(frozen=True)
 class Answer:

@@ -18,53 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeml.decision.scenario import LoadConfig, StreamConfig
+
 __all__ = ["InputStream", "LoadConfig", "StreamConfig", "background_load", "regimes"]
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Regime process of the input difficulty.
-
-    :param dwell_s: mean time a difficulty level lasts (geometric in frames).
-    :param neighbour_prob: chance a level change goes to an adjacent level (else uniform).
-    """
-
-    dwell_s: float = 3.0
-    neighbour_prob: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.dwell_s <= 0:
-            raise ValueError(f"dwell_s: must be > 0, got {self.dwell_s}")
-        if not 0.0 <= self.neighbour_prob <= 1.0:
-            raise ValueError(f"neighbour_prob: must be in [0, 1], got {self.neighbour_prob}")
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """Background load on the edge core: idle/busy regimes with geometric dwell.
-
-    :param busy_share: long-run share of time in the busy regime.
-    :param dwell_s: mean duration of a regime.
-    :param idle: (low, high) of the uniform load level drawn for an idle regime.
-    :param busy: (low, high) of the uniform load level drawn for a busy regime.
-    :param jitter: std of the per-input noise around the regime's level.
-    """
-
-    busy_share: float = 0.3
-    dwell_s: float = 5.0
-    idle: tuple[float, float] = (0.0, 0.1)
-    busy: tuple[float, float] = (0.25, 1.0)
-    jitter: float = 0.03
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.busy_share <= 1.0:
-            raise ValueError(f"busy_share: must be in [0, 1], got {self.busy_share}")
-        if self.dwell_s <= 0:
-            raise ValueError(f"dwell_s: must be > 0, got {self.dwell_s}")
-        for name in ("idle", "busy"):
-            lo, hi = getattr(self, name)
-            if not 0.0 <= lo <= hi:
-                raise ValueError(f"{name}: need 0 <= low <= high, got {(lo, hi)}")
 
 
 def regimes(rng: np.random.Generator, n: int, mean_dwell: float) -> tuple[np.ndarray, np.ndarray]:

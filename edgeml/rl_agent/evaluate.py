@@ -14,41 +14,33 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeml.decision.metrics import METRICS, summarize
+from edgeml.decision.policies import BASELINES, Policy, make_policy
+from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
-from edgeml.rl_agent.actor import NumpyActor
-from edgeml.rl_agent.baselines import BASELINES, Policy, make_baseline
-from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
+from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "METRICS",
-    "ActorPolicy",
     "EvalConfig",
     "Episode",
-    "POLICY_KINDS",
-    "SB3Policy",
+    "all_baselines",
     "check_policy",
     "episodes_for",
     "evaluate",
     "format_table",
-    "load_policy",
     "make_env",
     "run_policy",
-    "summarize",
 ]
 
-METRICS = (
-    "timely_accuracy", "reward", "accuracy", "latency_ms_mean", "latency_ms_p95",
-    "deadline_hit_rate", "bytes_sent_mean",
-)  # fmt: skip
 # Per-step fields kept for metrics and the plot.
 _FIELDS = ("timely", "correct", "latency_ms", "bytes", "split", "exit", "stop_exit",
            "bandwidth_mbps", "estimate_mbps", "time_s")  # fmt: skip
@@ -92,81 +84,13 @@ def episodes_for(traces: Sequence[Trace], cfg: EvalConfig) -> list[Episode]:
     return eps
 
 
-class SB3Policy:
-    """A stable-baselines3 model, deterministic."""
-
-    name = "ppo"
-
-    def __init__(self, model: Any, name: str = "ppo", source: str = "") -> None:
-        self.model, self.name, self.source = model, name, source
-
-    def reset(self, seed: int | None = None) -> None:
-        pass
-
-    def act(self, obs: np.ndarray, env: EdgeCloudEnv) -> np.ndarray:
-        return self.model.predict(obs, deterministic=True)[0]
-
-
-class ActorPolicy:
-    """The exported numpy actor (what the edge daemon runs)."""
-
-    name = "ppo"
-
-    def __init__(self, actor: NumpyActor, name: str = "ppo", source: str = "") -> None:
-        self.actor, self.name, self.source = actor, name, source
-
-    def reset(self, seed: int | None = None) -> None:
-        pass
-
-    def act(self, obs: np.ndarray, env: EdgeCloudEnv) -> np.ndarray:
-        return self.actor.act(obs)
-
-
-POLICY_KINDS = "a policy .zip from `edgeml train-agent` or its exported actor .npz"
-
-
-def load_policy(path: str | Path, name: str = "ppo") -> Policy:
-    """A policy from an SB3 ``.zip`` or an exported actor ``.npz``.
-
-    (The baselines and the oracles always run next to it, so no baseline names here.)
-    """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise InputError(f"policy: {path}: {what}; expected {POLICY_KINDS}")
-    if path.suffix == ".npz":
-        return ActorPolicy(NumpyActor.load(path), name, source=str(path))
-    if path.suffix != ".zip":
-        raise InputError(f"policy: {path}: unknown kind {path.suffix!r}; expected {POLICY_KINDS}")
-    import zipfile
-
-    from stable_baselines3 import PPO
-
-    try:
-        model = PPO.load(path, device="cpu")
-    except (ValueError, KeyError, EOFError, AssertionError, zipfile.BadZipFile) as exc:
-        reason = "not a zip file" if "zip-file" in str(exc) else f"not readable ({exc!r})"
-        raise InputError(f"policy: {path}: {reason}; expected {POLICY_KINDS}") from None
-    return SB3Policy(model, name, source=str(path))
-
-
 def check_policy(policy: Policy, env: EdgeCloudEnv) -> None:
-    """An :class:`InputError` when a loaded policy does not fit ``env``'s spaces."""
-    if isinstance(policy, ActorPolicy):
-        nvec, obs = tuple(policy.actor.nvec), (policy.actor.obs_size,)
-    elif isinstance(policy, SB3Policy):
-        space = policy.model.action_space
-        nvec = tuple(int(n) for n in getattr(space, "nvec", ()))
-        obs = tuple(policy.model.observation_space.shape or ())
-    else:
-        return
-    want_nvec = tuple(int(n) for n in env.action_space.nvec)
-    want_obs = tuple(env.observation_space.shape or ())
-    if nvec != want_nvec or obs != want_obs:
+    """An :class:`InputError` when a policy's observation does not fit ``env``'s."""
+    if policy.history != env.scenario.history:
         raise InputError(
-            f"policy: {policy.source or policy.name} acts on (splits, exits, taus) = {nvec} "
-            f"from {obs} observations; this bundle and scenario need {want_nvec} from "
-            f"{want_obs}; train it on this bundle"
+            f"policy: {getattr(policy, 'source', '') or policy.name} observes "
+            f"{policy.history} throughput measurements, the scenario keeps "
+            f"{env.scenario.history} (--history); train it for this scenario"
         )
 
 
@@ -194,7 +118,7 @@ def run_policy(
         obs, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
         done = False
         while not done:
-            obs, reward, term, trunc, info = env.step(policy.act(obs, env))
+            obs, reward, term, trunc, info = env.step(env.act(policy))
             done = term or trunc
             for k in _FIELDS:
                 cols[k].append(info[k])
@@ -202,28 +126,6 @@ def run_policy(
             cols["family"].append(ep.family)
             cols["episode"].append(n)
     return {k: np.asarray(v) for k, v in cols.items()}
-
-
-def summarize(rec: Mapping[str, np.ndarray], deadline_ms: float) -> dict[str, Any]:
-    """The contract's metrics overall and per family."""
-
-    def metrics(mask: np.ndarray) -> dict[str, float]:
-        lat = rec["latency_ms"][mask]
-        return {
-            "timely_accuracy": float(rec["timely"][mask].mean()),
-            "reward": float(rec["reward"][mask].mean()),
-            "accuracy": float(rec["correct"][mask].mean()),
-            "latency_ms_mean": float(lat.mean()),
-            "latency_ms_p95": float(np.percentile(lat, 95)),
-            "deadline_hit_rate": float((lat <= deadline_ms).mean()),
-            "bytes_sent_mean": float(rec["bytes"][mask].mean()),
-        }
-
-    out: dict[str, Any] = metrics(np.ones(len(rec["reward"]), dtype=bool))
-    out["per_family"] = {
-        fam: metrics(rec["family"] == fam) for fam in sorted(set(rec["family"].tolist()))
-    }
-    return out
 
 
 def evaluate(
@@ -250,7 +152,7 @@ def evaluate(
     for pol in tqdm(policies, desc="evaluate", disable=not progress):
         rec = run_policy(env, pol, episodes, progress=progress)
         records[pol.name] = rec
-        results[pol.name] = summarize(rec, scenario.deadline_ms)
+        results[pol.name] = summarize(rec, scenario)
         log.info("%s: timely accuracy %.4f", pol.name, results[pol.name]["timely_accuracy"])
     sc = env.scenario.to_dict()
     sc["eval"] = {"segments": cfg.segments, "episode_steps": cfg.episode_steps, "seed": cfg.seed}
@@ -263,8 +165,9 @@ def evaluate(
     return out, records
 
 
-def all_baselines() -> list[Policy]:
-    return [make_baseline(name) for name in BASELINES]
+def all_baselines(env: EdgeCloudEnv) -> list[Policy]:
+    """Every baseline and oracle of the registry, for ``env``'s world."""
+    return [make_policy(name, env.world) for name in BASELINES]
 
 
 def format_table(result: Mapping[str, Any], reference: str = "oracle") -> str:

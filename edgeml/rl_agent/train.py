@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from edgeml.bundle import Bundle
+from edgeml.decision.actor import NumpyActor, export_actor
+from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
-from edgeml.rl_agent.actor import NumpyActor, export_actor
 from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
-from edgeml.rl_agent.env import EdgeCloudEnv, Scenario
+from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
 from edgeml.rl_agent.warm_start import warm_start
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeml.rl_agent.baselines import make_teacher
+from edgeml.decision.policies import make_policy
 from edgeml.rl_agent.config import WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
 
@@ -51,13 +51,13 @@ def collect(
     env: EdgeCloudEnv, cfg: WarmStartConfig, gamma: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observations, teacher actions and discounted returns of ``cfg.steps`` steps."""
-    teacher = make_teacher(cfg.teacher)
+    teacher = make_policy(cfg.teacher, env.world)
     rng = np.random.default_rng(seed)
     obs_l, act_l, rew_l, end_l = [], [], [], []
     obs, _ = env.reset(seed=seed)
     teacher.reset(seed)
     for _ in range(cfg.steps):
-        label = teacher.act(obs, env)
+        label = np.asarray(env.act(teacher), dtype=np.int64)
         action = rng.integers(0, env.action_space.nvec) if rng.random() < cfg.explore else label
         obs_l.append(obs)
         act_l.append(label)

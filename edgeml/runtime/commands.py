@@ -1,8 +1,9 @@
 """Arguments and handlers of ``edgeml edge``, ``edgeml demo`` and ``edgeml emulate``.
 
 ``edgeml.cli`` stays thin: its ``_add_runtime`` creates the sub-parsers and hands them to
-the functions here. Only argparse is imported at parse time;
-torch, gRPC and the rest load when a command runs.
+the functions here. At parse time only argparse and the torch-free decision core (for the
+scenario's flags and the baseline names) are imported; torch, gRPC and the rest load when a
+command runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import logging
 import sys
 from typing import Any
+
+from edgeml.decision.policies import LIVE_BASELINES
 
 __all__ = [
     "add_demo_args",
@@ -89,6 +92,11 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="probe the link after this long without a measurement",
     )
     p.add_argument(
+        "--ready-file",
+        default=None,
+        help="write this file once taking inputs (removed on exit): a readiness signal",
+    )
+    p.add_argument(
         "--recheck-s",
         type=float,
         default=2.0,
@@ -137,7 +145,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
             max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
             probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, recheck_s=args.recheck_s,
-            token=token,
+            ready_file=args.ready_file, token=token,
             root_ca=args.root_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
             threads=args.threads, run=args.run, seed=args.seed,
         )  # fmt: skip
@@ -147,7 +155,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         return 2
 
 
-DEFAULT_BASELINES = "edge_only,cloud_only,neurosurgeon,edgent,spinn"
+DEFAULT_BASELINES = ",".join(LIVE_BASELINES)
 
 
 def _add_live_run_args(p: argparse.ArgumentParser, inputs_help: str, out: str) -> None:

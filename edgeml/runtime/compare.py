@@ -7,12 +7,10 @@ whichever is higher), with the link time integrated over the bandwidth trace fro
 moment the tensor would leave (as :meth:`edgeml.rl_agent.env.EdgeCloudEnv.step` does) plus
 the base RTT. The stop exit is the one the run actually took.
 
-One rule differs from the env on purpose, because the runtime differs: the env waits up to
-``timeout_ms`` for a slow offload, the daemon waits until the deadline plus a grace (by
-default as long as the cheapest local answer) and then answers locally. So when the
-simulated offload ends past that point, the prediction is that point plus the local
-answer's cost, which is what the daemon does. Inputs that fell back because the cloud was
-unreachable or failed have no prediction (the simulator has no such event).
+A slow offload follows the decision core's outcome rule (:mod:`edgeml.decision.outcome`),
+as in the env and the daemon: past the deadline plus a grace the edge answers locally, so
+the prediction is that point plus the local answer's cost. Inputs that fell back because
+the cloud was unreachable or failed have no prediction (the simulator has no such event).
 
 A second, calibrated prediction replaces the profile's compute speeds by those the edge had
 measured on the inputs before (``edge_speed``/``cloud_speed`` in its log): it separates
@@ -33,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.decision.metrics import summarize as summarize_records
+from edgeml.decision.outcome import OutcomeRule
+from edgeml.decision.scenario import Scenario
 from edgeml.partition.cost import CostModel
 from edgeml.rl_agent.traces import Trace
 
@@ -81,11 +82,11 @@ def predict_latency_ms(
     pre = (b.edge_ms + b.encode_ms) * fe
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
     latency = pre + d * 1e3 + rtt_ms + (b.decode_ms + b.cloud_ms) * fc
-    if grace is None:
-        grace = cost.cheapest_fallback_ms(s, e, edge_load)  # what the daemon computed
-    give_up = float(rec["deadline_ms"]) + grace
-    if latency > give_up:  # the daemon stops waiting and answers locally (the cheapest exit)
-        return give_up + cost.cheapest_fallback_ms(s, e, load) * fe
+    rule = OutcomeRule(cost, Scenario(deadline_ms=float(rec["deadline_ms"]), grace_ms=grace))
+    give_up = rule.give_up_ms(s, e, edge_load)  # what the daemon computed
+    if latency > give_up:  # the daemon stops waiting and answers locally
+        k = rule.fallback_exit(s, e, give_up, load)
+        return give_up + cost.local_finish_ms(s, k, load) * fe
     return latency
 
 
@@ -112,17 +113,15 @@ def summarize(
     profile and the edge load; ``calibrated``: with the edge's measured compute speeds)."""
     n = len(records)
     lat = [float(r["latency_ms"]["total"]) for r in records]
-    labelled = [r for r in records if r["correct"] is not None]
+    rows = [
+        {"correct": r["correct"], "latency_ms": float(r["latency_ms"]["total"]),
+         "bytes": r["bytes"], "answered": r["where"] != "error"}
+        for r in records
+    ]  # fmt: skip
+    deadline = float(records[0]["deadline_ms"]) if records else 100.0
     out: dict[str, Any] = {
         "inputs": n,
-        "timely_accuracy": (
-            sum(bool(r["timely"]) for r in labelled) / len(labelled) if labelled else None
-        ),
-        "accuracy": sum(bool(r["correct"]) for r in labelled) / len(labelled) if labelled else None,
-        "deadline_hit_rate": sum(bool(r["in_deadline"]) for r in records) / n if n else None,
-        "latency_ms_mean": statistics.fmean(lat) if lat else None,
-        "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
-        "bytes_mean": sum(int(r["bytes"]) for r in records) / n if n else None,
+        **summarize_records(rows, Scenario(deadline_ms=deadline)),
         "offload_rate": sum(bool(r["offloaded"]) for r in records) / n if n else None,
         "fallbacks": sum(bool(r["fallback"]) for r in records),
         "edge_slowdown": records[0]["edge_slowdown"] if records else None,
@@ -181,7 +180,7 @@ def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> s
             f"{name:<14} {r['inputs']:>6} {num(r['timely_accuracy'], '10.3f')} "
             f"{num(r['accuracy'], '8.3f')} "
             f"{num(r['latency_ms_mean'], '8.1f')} {num(r['latency_ms_p95'], '8.1f')} "
-            f"{num(r['bytes_mean'], '9.0f')} {num(r['offload_rate'], '7.0%')} "
+            f"{num(r['bytes_sent_mean'], '9.0f')} {num(r['offload_rate'], '7.0%')} "
             f"{r['fallbacks']:>6}"
         )
         if has_pred:

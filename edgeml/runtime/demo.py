@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.bundle import Bundle
-from edgeml.runtime.commands import DEFAULT_BASELINES
+from edgeml.decision.policies import LIVE_BASELINES
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class LiveConfig:
 
     bundle: str | None = None
     policy: str | None = None
-    baselines: tuple[str, ...] = tuple(DEFAULT_BASELINES.split(","))
+    baselines: tuple[str, ...] = LIVE_BASELINES
     inputs: int = 300
     rate: float = 10.0
     deadline_ms: float = 100.0
@@ -132,7 +132,7 @@ def resolve_policy(
     for cand in _policy_candidates():
         if cand.is_file():
             return str(cand), "shipped"
-    from edgeml.rl_agent.env import Scenario
+    from edgeml.decision.scenario import Scenario
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import TrainConfig, train_agent
 

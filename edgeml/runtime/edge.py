@@ -65,8 +65,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -81,14 +81,15 @@ import torch
 
 from edgeml.bundle import Bundle
 from edgeml.data.features import difficulty_feature
+from edgeml.decision.metrics import summarize
+from edgeml.decision.policies import Policy, World, make_policy
+from edgeml.decision.scenario import Scenario
 from edgeml.partition.codecs import encode
 from edgeml.partition.cost import CostModel
-from edgeml.progressive.infer import TAUS, Answer, run_segment
+from edgeml.progressive.infer import Answer, run_segment
 from edgeml.runtime.estimator import BandwidthEstimator, EstimatorConfig
 from edgeml.runtime.link import LinkTimeout, TraceLink
 from edgeml.runtime.metrics import EdgeMetrics
-from edgeml.runtime.observation import EdgeState
-from edgeml.runtime.policy import Decider, load_policy
 from edgeml.runtime.sources import Item, default_source, open_source, paced
 from edgeml.transport.client import (
     ClientConfig,
@@ -143,6 +144,8 @@ class EdgeConfig:
         answers locally (None: as long as the cheapest local answer would take, so waiting
         costs at most that; 0: give up at the deadline).
     :param reconnect_every_s: while the cloud is unreachable, try a fresh channel this often.
+    :param ready_file: written (with the pid) once the daemon takes inputs, and removed when
+        it stops: the readiness signal for a supervisor (``emulate``, a container probe).
     :param recheck_s: how often a replica taken out of rotation for other weights is asked
         for its model again (it returns once it runs the edge's).
     :param run: a label copied into every log line (e.g. the policy's name in the demo).
@@ -174,6 +177,7 @@ class EdgeConfig:
     grace_ms: float | None = None
     reconnect_every_s: float = 0.5
     recheck_s: float = 2.0
+    ready_file: str | Path | None = None
     run: str = ""
     seed: int = 0
 
@@ -208,51 +212,54 @@ class EdgeConfig:
              "tls_cert and tls_key together (mutual TLS), or neither")  # fmt: skip
         check_targets(self.cloud)
 
+    @property
+    def scenario(self) -> Scenario:
+        """The decision core's scenario of this daemon (what its policy plans for)."""
+        return Scenario(
+            bundle=str(self.bundle), codec=self.codec, edge_slowdown=self.edge_slowdown,
+            rtt_ms=self.rtt_ms, deadline_ms=self.deadline_ms, grace_ms=self.grace_ms,
+            input_rate=self.rate or 10.0, probe_interval_s=self.probe_after_s,
+            probe_bytes=float(self.probe_bytes),
+        )  # fmt: skip
+
 
 @dataclass
 class RunSummary:
-    """What a run did, for the CLI's report and the demo's table."""
+    """What a run did, for the CLI's report and the demo's table: the decision core's
+    :func:`~edgeml.decision.metrics.summarize` of its records, plus the live-only counts."""
 
     run: str
     policy: str
-    edge_slowdown: float
-    inputs: int = 0
-    labelled: int = 0
-    timely: int = 0
-    correct: int = 0
-    in_deadline: int = 0
+    scenario: Scenario
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     offloaded: int = 0
     fallbacks: int = 0
-    bytes: int = 0
     errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def inputs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def edge_slowdown(self) -> float:
+        return self.scenario.edge_slowdown
 
     def add(self, rec: dict[str, Any]) -> None:
-        self.inputs += 1
         self.errors += rec["where"] == "error"
-        self.latencies_ms.append(rec["latency_ms"]["total"])
-        self.in_deadline += bool(rec["in_deadline"])
         self.offloaded += bool(rec["offloaded"])
         self.fallbacks += bool(rec["fallback"])
-        self.bytes += int(rec["bytes"])
-        if rec["correct"] is not None:
-            self.labelled += 1
-            self.correct += bool(rec["correct"])
-            self.timely += bool(rec["timely"])
+        self.rows.append({
+            "correct": rec["correct"], "latency_ms": rec["latency_ms"]["total"],
+            "bytes": rec["bytes"], "answered": rec["where"] != "error",
+        })  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
-        lat = self.latencies_ms
         n = max(self.inputs, 1)
         return {
             "run": self.run, "policy": self.policy, "edge_slowdown": self.edge_slowdown,
-            "inputs": self.inputs,
-            "timely_accuracy": self.timely / self.labelled if self.labelled else None,
-            "accuracy": self.correct / self.labelled if self.labelled else None,
-            "deadline_hit_rate": self.in_deadline / n,
-            "latency_ms_mean": statistics.fmean(lat) if lat else None,
-            "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
-            "bytes_mean": self.bytes / n, "offload_rate": self.offloaded / n,
-            "fallbacks": self.fallbacks, "errors": self.errors,
+            "inputs": self.inputs, **summarize(self.rows, self.scenario),
+            "offload_rate": self.offloaded / n, "fallbacks": self.fallbacks,
+            "errors": self.errors,
         }  # fmt: skip
 
     def report(self) -> str:
@@ -262,7 +269,8 @@ class RunSummary:
         p95 = d["latency_ms_p95"] or 0.0
         return (
             f"{self.run or self.policy}: {self.inputs} inputs, timely accuracy {ta}, "
-            f"latency mean {mean:.1f} ms p95 {p95:.1f} ms, {d['bytes_mean']:.0f} B/input, "
+            f"latency mean {mean:.1f} ms p95 {p95:.1f} ms, "
+            f"{d['bytes_sent_mean'] or 0:.0f} B/input, "
             f"offloaded {d['offload_rate']:.0%}, fallbacks {self.fallbacks}, "
             f"unanswered {self.errors}; "
             f"edge slowdown x{self.edge_slowdown:g} (applied by sleeping)"
@@ -373,15 +381,15 @@ class EdgeDaemon:
                 f"{self.bundle.path}: no profile.json; run `edgeml profile {self.bundle.path}`"
             )
         self.net = self.bundle.net.eval()
-        self.cost = CostModel.from_bundle(self.bundle, edge_slowdown=cfg.edge_slowdown)
-        self.cost.codec_index(cfg.codec)  # a clear error for an unprofiled codec
-        n_splits, n_exits = self.cost.num_blocks + 1, self.cost.num_exits
-        self.policy: Decider = load_policy(cfg.policy, n_splits, n_exits)
-        if hasattr(self.policy, "impl") and hasattr(self.policy.impl, "reset"):
-            self.policy.impl.reset(cfg.seed)  # type: ignore[attr-defined]
-        self.state = EdgeState(
-            self.bundle, self.cost, cfg.codec, cfg.deadline_ms, cfg.rtt_ms, self.policy.history
-        )
+        self.world = World.from_bundle(self.bundle, cfg.scenario)
+        self.cost: CostModel = self.world.cost
+        self.rule = self.world.rule
+        self.policy: Policy = make_policy(
+            cfg.policy, self.world, device=True, bundle_sha256=self.bundle.weights_sha256,
+            seed=cfg.seed,
+        )  # fmt: skip
+        self.policy.reset(cfg.seed)
+        self.state = self.world.knowledge(self.policy.history)
         self.estimator = BandwidthEstimator(
             EstimatorConfig(
                 window=self.policy.history, probe_after_s=cfg.probe_after_s,
@@ -400,7 +408,7 @@ class EdgeDaemon:
         self.metrics = EdgeMetrics(cfg.edge_slowdown)
         self.load = CpuLoad()
         self.stop_event = threading.Event()
-        self.summary = RunSummary(cfg.run, self.policy.name, cfg.edge_slowdown)
+        self.summary = RunSummary(cfg.run, self.policy.name, cfg.scenario)
         self._t0 = time.monotonic()
         self._probe_split = self._pick_probe_split()
 
@@ -494,7 +502,8 @@ class EdgeDaemon:
         Returns the answer, its compute time and the slowdown sleep (seconds).
         """
         cost = self.cost
-        k = cost.fallback_exit(s, e, (deadline - time.monotonic()) * 1e3, load)
+        elapsed_ms = self.config.deadline_ms - (deadline - time.monotonic()) * 1e3
+        k = self.rule.fallback_exit(s, e, elapsed_ms, load)
         t0 = time.perf_counter()
         res = run_segment(self.net, hidden, s, cost.exits[k], k, tau)
         compute = time.perf_counter() - t0
@@ -557,14 +566,15 @@ class EdgeDaemon:
         st.feature = float(difficulty_feature(item.x)[0])
         with self._est_lock:
             st.set_measurements([(s.t, s.mbps) for s in self.estimator.samples()])
-            st.set_rtt(self.estimator.rtt_ms())
+            st.rtt_ms = self.estimator.rtt_ms()
             bw_est = self.estimator.mbps()
+        st.now_s = start
         link_mbps = self.link.mbps_now(start) if self.link and self.link.trace else None
         trace_s = self.link.trace_time(start) if self.link and self.link.trace else None
 
         t0 = time.perf_counter()
-        s, e, ti = self.policy.decide(st, start)
-        tau = TAUS[ti]
+        s, e, ti = action = self.policy.act(st)
+        tau = action.tau
         lat["decide"] = (time.perf_counter() - t0) * 1e3
 
         x = torch.from_numpy(item.x)
@@ -581,9 +591,7 @@ class EdgeDaemon:
             enc_s = time.perf_counter() - t0
             lat["encode"] = enc_s * 1e3
             lat["slowdown_sleep"] = _sleep_extra(compute + enc_s, cfg.edge_slowdown) * 1e3
-            grace = cfg.grace_ms
-            if grace is None:  # as long as the cheapest local answer: waiting costs <= that
-                grace = self.cost.cheapest_fallback_ms(s, e, load)
+            grace = self.rule.grace_ms(s, e, load)
             answer, where, fallback_reason, nbytes, batch = self._offload(
                 enc, res.hidden, s, e, tau, deadline, deadline + grace / 1e3, load, lat
             )
@@ -616,7 +624,7 @@ class EdgeDaemon:
             "edge_slowdown": cfg.edge_slowdown, "cpu_load": cpu_load,
             "edge_load": round(load, 4),
             "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
-            "rtt_estimate_ms": round(st.scenario.rtt_ms, 3),
+            "rtt_estimate_ms": round(st.rtt_ms, 3),
             "link_mbps": link_mbps, "trace_s": None if trace_s is None else round(trace_s, 3),
             "cloud_batch": batch, "edge_speed": round(edge_speed, 4),
             "cloud_speed": round(cloud_speed, 4),
@@ -807,6 +815,8 @@ class EdgeDaemon:
         prober = threading.Thread(target=self._probe_loop, name="edgeml-probe", daemon=True)
         prober.start()
         self._t0 = time.monotonic()
+        if cfg.ready_file is not None:
+            Path(cfg.ready_file).write_text(json.dumps({"pid": os.getpid()}) + "\n")
         try:
             for seq, (item, arrival) in enumerate(
                 paced(items, cfg.rate, self.stop_event, cfg.max_inputs)
@@ -818,6 +828,8 @@ class EdgeDaemon:
                     log_file.write(strict_json(rec) + "\n")
         finally:
             self.stop_event.set()
+            if cfg.ready_file is not None:
+                Path(cfg.ready_file).unlink(missing_ok=True)
             prober.join(timeout=5.0)
             if log_file is not None:
                 log_file.flush()

@@ -199,23 +199,40 @@ class _Interrupted(Exception):
     pass
 
 
-def _wait_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> list[str]:
-    """Read ``proc``'s output until a line holds ``needle``; the rest is drained in a thread."""
-    lines: list[str] = []
-    found = threading.Event()
+# Run inside the edge's namespace: is the cloud SERVING on the health service, seen from
+# where the edge will reach it? (exit 0 iff so)
+_HEALTH_PROBE = (
+    "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; "
+    "ch = grpc.insecure_channel(sys.argv[1]); "
+    "r = g.HealthStub(ch).Check(h.HealthCheckRequest(service='edgeml.v1.Offload'), "
+    "timeout=float(sys.argv[2]), wait_for_ready=True); "
+    "sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"
+)
 
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if needle in line:
-                found.set()
-        found.set()
 
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(timeout_s) or not any(needle in ln for ln in lines):
-        raise EmulationError(f"no {needle!r} from `{' '.join(proc.args)}`:\n{''.join(lines)}")
-    return lines
+def _wait_serving(net: Netns, server: subprocess.Popen[str], target: str, log: Path) -> None:
+    """Until the cloud answers SERVING on the gRPC health service (from the edge's side)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            out = log.read_text()
+            raise EmulationError(f"the cloud exited {server.returncode} before serving:\n{out}")
+        probe = net.exec_cmd(net.edge, [sys.executable, "-c", _HEALTH_PROBE, target, "5"])
+        if _run(probe, check=False).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise EmulationError(f"the cloud at {target} did not answer SERVING in {START_TIMEOUT_S:g} s")
+
+
+def _wait_ready_file(proc: subprocess.Popen[str], path: Path, what: str) -> None:
+    """Until ``proc`` (``edgeml edge --ready-file``) has written its readiness file."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not path.exists():
+        if proc.poll() is not None:
+            raise EmulationError(f"{what} exited {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise EmulationError(f"{what} not ready after {START_TIMEOUT_S:g} s")
+        time.sleep(0.05)
 
 
 def _child_env() -> dict[str, str]:
@@ -256,6 +273,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
         "traces": {},
     }  # fmt: skip
     py = sys.executable
+    serve_log = (out / "serve.log").open("w")
     try:
         net.up()
         print(
@@ -267,10 +285,10 @@ def run_emulate(cfg: EmulateConfig) -> int:
         server = subprocess.Popen(
             net.exec_cmd(net.cloud, [py, "-m", "edgeml.cli", "serve", str(bundle.path),
                                      "--host", CLOUD_IP, "--port", str(cfg.port)]),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env(),
+            stdout=subprocess.DEVNULL, stderr=serve_log, text=True, env=_child_env(),
         )  # fmt: skip
         procs.append(server)
-        _wait_line(server, "listening", START_TIMEOUT_S)
+        _wait_serving(net, server, f"{CLOUD_IP}:{cfg.port}", out / "serve.log")
         for trace_path, trace in traces:
             runs: dict[str, list[dict[str, Any]]] = {}
             times: dict[str, list[float]] = {}
@@ -334,6 +352,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         net.down()
+        serve_log.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"wrote {out / 'emulate.json'} and per-trace logs and PNGs under {out}/")
@@ -353,6 +372,8 @@ def _run_policy(
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """One edge run in the edge namespace; returns its records and their trace times."""
     log_path.unlink(missing_ok=True)
+    ready = log_path.with_suffix(".ready")
+    ready.unlink(missing_ok=True)
     cmd = [
         sys.executable, "-m", "edgeml.cli", "edge", str(bundle),
         "--cloud", f"{CLOUD_IP}:{cfg.port}", "--policy", policy, "--source", f"{source}:{cfg.seed}",
@@ -360,23 +381,25 @@ def _run_policy(
         "--edge-slowdown", str(cfg.edge_slowdown), "--codec", cfg.codec,
         "--max-inputs", str(cfg.inputs), "--rtt-ms", str(cfg.rtt_ms),
         "--link-rtt-ms", str(cfg.rtt_ms), "--log", str(log_path), "--run", name,
-        "--seed", str(cfg.seed),
+        "--seed", str(cfg.seed), "--ready-file", str(ready),
     ]  # fmt: skip
     shaper = Shaper(net, trace, cfg.offset_s)
     net.set_rate(trace.mbps_at(cfg.offset_s))
-    edge = subprocess.Popen(
-        net.exec_cmd(net.edge, cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_child_env(),
-    )  # fmt: skip
-    procs.append(edge)
-    try:
-        lines = _wait_line(edge, "edgeml edge: running", START_TIMEOUT_S)
-        shaper.start()
-        edge.wait()
-    finally:
-        shaper.stop()
+    err_path = log_path.with_suffix(".stderr")
+    with err_path.open("w") as err:
+        edge = subprocess.Popen(
+            net.exec_cmd(net.edge, cmd), stdout=subprocess.DEVNULL, stderr=err, text=True,
+            env=_child_env(),
+        )  # fmt: skip
+        procs.append(edge)
+        try:
+            _wait_ready_file(edge, ready, f"edge ({name})")
+            shaper.start()
+            edge.wait()
+        finally:
+            shaper.stop()
     if edge.returncode != 0:
-        raise EmulationError(f"edge ({name}) exited {edge.returncode}:\n{''.join(lines)}")
+        raise EmulationError(f"edge ({name}) exited {edge.returncode}:\n{err_path.read_text()}")
     recs = [json.loads(line) for line in log_path.read_text().splitlines()]
     (log_path.parent / f"{name}.shaper.json").write_text(
         json.dumps({"t0_unix": shaper.t0, "offset_s": cfg.offset_s, "errors": shaper.errors})

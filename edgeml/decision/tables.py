@@ -15,12 +15,12 @@ after ``e``; ``tau = 1`` with stop != ``e``) hold NaN and have zero probability.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from edgeml.decision.action import TAUS
 from edgeml.partition.cost import CostModel
-from edgeml.progressive.calibrate import Calibration
-from edgeml.progressive.infer import TAUS
 
 __all__ = ["ActionCosts", "Outcomes", "expected_over_stops"]
 
@@ -40,7 +40,7 @@ class Outcomes:
     taus: tuple[float, ...]
 
     @classmethod
-    def from_calibration(cls, cal: Calibration, taus: tuple[float, ...] = TAUS) -> Outcomes:
+    def from_calibration(cls, cal: Any, taus: tuple[float, ...] = TAUS) -> Outcomes:
         n, n_exits = cal.conf.shape
         stop = np.empty((n_exits, len(taus), n), dtype=np.int64)
         for ti, tau in enumerate(taus):
@@ -70,6 +70,11 @@ class Outcomes:
 
     def level_index(self, level: int) -> int:
         return int(np.searchsorted(self.levels, level))
+
+    def answer(self, exit_index: int, sample: int) -> tuple[bool, float]:
+        """Correctness and confidence of exit ``exit_index`` on a sample (no early stop):
+        what a local fallback to that exit answers."""
+        return bool(self.correct[exit_index, 0, sample]), float(self.conf[exit_index, 0, sample])
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,9 +1,11 @@
 """The agent's observation vector: built here once for the simulator and the edge daemon.
 
-The shipped policy was trained on this exact vector, so :class:`~edgeml.rl_agent.env.
-EdgeCloudEnv` (from simulator state) and :class:`~edgeml.runtime.observation.EdgeState`
-(from the daemon's measurements) both call :func:`build_observation`; they differ only in
-where the numbers come from. Entries (all scaled to roughly [-2, 2]):
+What the edge knows is one class, :class:`EdgeKnowledge`: the simulator
+(:class:`~edgeml.rl_agent.env.EdgeCloudEnv`) feeds it simulated measurements, the edge
+daemon real ones, and every policy, baseline and teacher reads it (oracles also read the
+simulator's privileged state through :attr:`EdgeKnowledge.sim`, which is None on a device).
+The shipped policy was trained on :meth:`EdgeKnowledge.observation`'s exact vector.
+Entries (all scaled to roughly [-2, 2]):
 
 ====================  ==================================================================
 index                 meaning
@@ -25,6 +27,7 @@ Missing measurements (fewer than ``K``) are padded with the estimate and the age
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "EdgeKnowledge",
     "MIN_MBPS",
     "N_LAST_LATENCIES",
     "FeatureScale",
@@ -113,3 +117,70 @@ def build_observation(
         + [max(min(feature_z, 5.0), -5.0), min(edge_load, 5.0), min(d / 100.0, 5.0)]
     )
     return np.asarray(obs, dtype=np.float32)
+
+
+class EdgeKnowledge:
+    """What the edge knows when an input arrives: measured throughputs ``(time_s, mbps)``
+    (oldest first) and the clock they are on, RTT, the last latencies and answer, the
+    input's difficulty feature and the edge's load.
+
+    :param history: throughput measurements kept (an actor's input size fixes it).
+    :param n_exits: exits of the bundle (the last exit's index scales an entry).
+    :param feature_scale: z-score of the difficulty feature (from the calibration set).
+    """
+
+    def __init__(
+        self,
+        history: int,
+        n_exits: int,
+        feature_scale: FeatureScale,
+        rtt_ms: float,
+        deadline_ms: float,
+    ) -> None:
+        self.history = history
+        self.n_exits = n_exits
+        self.feature_scale = feature_scale
+        self.rtt_ms = rtt_ms
+        self.deadline_ms = deadline_ms
+        self.meas: deque[tuple[float, float]] = deque(maxlen=history)
+        self.now_s = 0.0
+        self.lat: deque[float] = deque([0.0] * N_LAST_LATENCIES, maxlen=N_LAST_LATENCIES)
+        self.last_conf, self.last_exit, self.last_off = 0.0, 0, 0.0
+        self.feature = feature_scale.mean
+        self.edge_load = 0.0
+        self.sim: Any = None  # the simulator's privileged state (oracles only)
+
+    @property
+    def obs_size(self) -> int:
+        return obs_size(self.history)
+
+    def set_measurements(self, meas: Iterable[tuple[float, float]]) -> None:
+        """The newest throughput measurements as ``(time_s, mbps)``, oldest first."""
+        self.meas = deque(list(meas)[-self.history :], maxlen=self.history)
+
+    def record_answer(
+        self, latency_ms: float, confidence: float, exit_index: int, offloaded: bool
+    ) -> None:
+        """After an input: its latency and the answer's confidence and exit."""
+        self.lat.appendleft(latency_ms)
+        self.last_conf = confidence
+        self.last_exit = exit_index
+        self.last_off = float(offloaded)
+
+    @property
+    def estimate_mbps(self) -> float:
+        """Harmonic mean of the measured throughputs (what the baselines plan with)."""
+        return estimate_mbps(self.meas)
+
+    @property
+    def last_mbps(self) -> float:
+        """The newest measured throughput (the estimate before anything was measured)."""
+        return max(self.meas[-1][1], MIN_MBPS) if self.meas else self.estimate_mbps
+
+    def observation(self) -> np.ndarray:
+        """The policy's observation vector (see the module's table)."""
+        return build_observation(
+            self.meas, self.now_s, self.history, self.rtt_ms, self.deadline_ms, self.lat,
+            self.last_conf, self.last_exit, self.n_exits, self.last_off,
+            self.feature_scale.z(self.feature), self.edge_load,
+        )  # fmt: skip
