@@ -1,0 +1,86 @@
+"""The simulator and the edge daemon decide and score an input with the same rule.
+
+Before: the simulator abandoned a slow offload at ``timeout_ms`` with no answer, while the
+daemon waited until deadline + grace and answered locally; the agent never trained on the
+fallback that really runs. Now both go through :class:`edgeml.decision.outcome.OutcomeRule`:
+on a link that cannot carry the tensor in time, both answer from the same local exit, and
+the daemon's measured latency is the simulated give-up time plus the local finish.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transport_helpers import start_server
+
+from edgeml.bundle import Bundle
+from edgeml.decision.metrics import summarize
+from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.traces import Trace
+from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
+
+MBPS = 0.02  # 20 kbit/s: no split's tensor crosses before deadline + grace
+
+
+@pytest.fixture(scope="module")
+def daemon_records(profiled_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> list:
+    tmp = tmp_path_factory.mktemp("agree")
+    trace = tmp / "slow_1.csv"
+    trace.write_text("time_s,mbps\n" + "".join(f"{i},{MBPS}\n" for i in range(60)))
+    server = start_server(profiled_bundle)
+    log = tmp / "edge.jsonl"
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}", policy="cloud_only",
+        log=log, max_inputs=12, rate=5.0, edge_slowdown=1.0, link_trace=trace,
+        link_rtt_ms=10.0, rtt_ms=10.0, grace_ms=30.0, deadline_ms=100.0,
+    )  # fmt: skip
+    try:
+        daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+        assert daemon.check_cloud()
+        daemon.run()
+    finally:
+        server.stop(0)
+    return [json.loads(line) for line in Path(log).read_text().splitlines()]
+
+
+def test_a_starved_offload_falls_back_to_the_same_exit_in_both(
+    profiled_bundle: Bundle, daemon_records: list
+) -> None:
+    env = EdgeCloudEnv(
+        bundle=profiled_bundle, traces=[Trace("slow_1.csv", np.full(60, MBPS))],
+        edge_slowdown=1.0, rtt_ms=10.0, grace_ms=30.0, deadline_ms=100.0,
+    )  # fmt: skip
+    env.reset(seed=0)
+    last = env.n_exits - 1
+    infos = [env.step(np.array([0, last, 0]))[4] for _ in range(12)]
+    assert {i["where"] for i in infos} == {"fallback"}
+    assert {r["where"] for r in daemon_records} == {"fallback"}
+    assert {r["fallback_reason"] for r in daemon_records} == {"deadline"}
+    # Past the deadline, both answer from the shallowest exit past the split.
+    assert {i["stop_exit"] for i in infos} == {r["answer"]["exit_index"] for r in daemon_records}
+    # The daemon's latency is the rule's give-up time plus its local finish (measured).
+    rule = env.rule
+    for r in daemon_records:
+        give_up = rule.give_up_ms(0, last, r["edge_load"])
+        lat = r["latency_ms"]
+        assert give_up <= lat["total"] <= give_up + lat["fallback_compute"] + 25.0, (give_up, lat)
+    # One summarize for both: the same keys, nothing in time, everything sent.
+    sim = summarize(
+        [
+            {"correct": i["correct"], "latency_ms": i["latency_ms"], "bytes": i["bytes"]}
+            for i in infos
+        ],
+        env.scenario,
+    )
+    live = summarize(
+        [{"correct": r["correct"], "latency_ms": r["latency_ms"]["total"], "bytes": r["bytes"]}
+         for r in daemon_records],
+        env.scenario,
+    )  # fmt: skip
+    assert set(sim) == set(live)
+    assert sim["deadline_hit_rate"] == live["deadline_hit_rate"] == 0.0
+    assert sim["timely_accuracy"] == live["timely_accuracy"] == 0.0
+    assert sim["bytes_sent_mean"] > 0 and live["bytes_sent_mean"] > 0
