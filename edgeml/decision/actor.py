@@ -7,6 +7,7 @@ of the edge's decision path (a decision costs microseconds, see ``bench/actor.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from edgeml.errors import InputError, load_npz
 
 __all__ = ["NumpyActor", "export_actor"]
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
 }

@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
                 nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
             )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.skip(x))

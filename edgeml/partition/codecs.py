@@ -427,7 +427,7 @@ def header_bytes(e: EncodedTensor) -> bytes:
 def from_bytes(b: bytes | bytearray | memoryview) -> EncodedTensor:
     """Parse a frame made by :func:`to_bytes`; the payload stays a view into ``b`` (no copy)."""
     view = _check_payload(memoryview(b))
-    reader = _Reader(view)
+    reader = _Reader(memoryview(view))
     magic, version, n_codec, n_dtype, ndim = reader.unpack(_PREFIX, "header")
     if magic != MAGIC:
         raise CodecError(f"magic: expected {MAGIC!r}, got {bytes(magic)!r}")

@@ -208,11 +208,12 @@ class CostModel:
 
         slow = float(profile.get("edge_slowdown", 12.0)) if edge_slowdown is None else edge_slowdown
         rule = profile.get("rule_overhead_ms", {})
+        os_, oc, od = (float(rule.get(k, 0.0)) for k in RULE_KEYS)
         return cls(
             exits=exits, blocks_ms=blocks, heads_ms=heads, codecs=codecs,
             bytes=stack("bytes"), encode_ms=stack("encode_ms"), decode_ms=stack("decode_ms"),
             edge_slowdown=float(slow), cloud_speedup=float(cloud_speedup),
-            rule_ms=tuple(float(rule.get(k, 0.0)) for k in RULE_KEYS),
+            rule_ms=(os_, oc, od),
             offload_ms=float(profile.get("offload_fixed_ms", 0.0)),
         )  # fmt: skip
 
@@ -304,7 +305,7 @@ class CostModel:
             self._check(split, exit_index, stop_exit_index, tau_is_one)
         c = self._codec_index.get(codec)
         if c is None:
-            self.codec_index(codec)  # raises with the allowed names
+            c = self.codec_index(codec)  # raises with the allowed names
         load = 1.0 + edge_load
         if not self._off_l[split][exit_index][stop_exit_index][t]:
             return edge * load

@@ -121,6 +121,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self.rule = self.world.rule
         self.costs = ActionCosts.from_cost_model(self.cost, sc.codec)
         cal = bundle.calibration
+        assert cal is not None  # World.from_bundle refuses a bundle without one
         self.n_splits, self.n_exits, self.n_taus = self.costs.shape[:3]
         self.action_space = spaces.MultiDiscrete([self.n_splits, self.n_exits, self.n_taus])
         self.observation_space = spaces.Box(-5.0, 5.0, (obs_size(sc.history),), np.float32)
@@ -135,6 +136,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._correct = self.outcomes.correct.tolist()
         self._conf = self.outcomes.conf.tolist()
         self._features = cal.feature.tolist()
+        self._difficulty = cal.difficulty
         out = self.outcomes
         with np.errstate(invalid="ignore", divide="ignore"):
             cond = np.where(out.p_stop > 0, out.p_correct / out.p_stop, 0.0)
@@ -163,7 +165,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t = self._t0
         n = sc.episode_steps
         self._stream = InputStream.generate(
-            self.bundle.calibration.difficulty, n, rng, sc.input_rate, sc.stream
+            self._difficulty, n, rng, sc.input_rate, sc.stream
         )
         self._samples = self._stream.samples.tolist()
         self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()

@@ -118,7 +118,7 @@ def run_policy(
         obs, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
         done = False
         while not done:
-            obs, reward, term, trunc, info = env.step(env.act(policy))
+            obs, reward, term, trunc, info = env.step(np.asarray(env.act(policy)))
             done = term or trunc
             for k in _FIELDS:
                 cols[k].append(info[k])

@@ -105,8 +105,12 @@ def plot_evaluation(
         ax.set_title(f"{name}: timely accuracy {acc:.3f} (episode shown: "
                      f"{rec['family'][m][0]})", fontsize=8, loc="left")  # fmt: skip
         if name == names[0]:
-            handles = sum((a.get_legend_handles_labels()[0] for a in (ax, lat_ax, act_ax)), [])
-            labels = sum((a.get_legend_handles_labels()[1] for a in (ax, lat_ax, act_ax)), [])
+            handles: list[Any] = []
+            labels: list[str] = []
+            for a in (ax, lat_ax, act_ax):
+                h, lb = a.get_legend_handles_labels()
+                handles += h
+                labels += lb
             ax.legend(handles, labels, fontsize=6, ncol=5, loc="upper left")
     axes[-1].set_xlabel("time in episode (s)")
     return save_figure(fig, path, dpi=90)

@@ -195,7 +195,7 @@ def train_agent(
     export_actor(final, actor_path)
     meta = {
         "train": {k: v for k, v in asdict(cfg).items()},
-        "scenario": venv.envs[0].unwrapped.scenario.to_dict(),
+        "scenario": venv.get_attr("scenario")[0].to_dict(),
         "traces": sorted(t.name for t in traces),
         "bundle_sha256": bundle.weights_sha256,
         "seconds": round(seconds, 1),

@@ -58,7 +58,8 @@ def collect(
     teacher.reset(seed)
     for _ in range(cfg.steps):
         label = np.asarray(env.act(teacher), dtype=np.int64)
-        action = rng.integers(0, env.action_space.nvec) if rng.random() < cfg.explore else label
+        explore = rng.random() < cfg.explore
+        action = rng.integers(0, env.world.space.nvec) if explore else label
         obs_l.append(obs)
         act_l.append(label)
         obs, reward, term, trunc, _ = env.step(action)
@@ -75,7 +76,7 @@ def collect(
     return np.stack(obs_l), np.stack(act_l), returns
 
 
-def warm_start(model: Any, env: EdgeCloudEnv, cfg: WarmStartConfig, seed: int) -> dict[str, float]:
+def warm_start(model: Any, env: EdgeCloudEnv, cfg: WarmStartConfig, seed: int) -> dict[str, Any]:
     """Fit ``model``'s policy to the teacher and its value head to the returns, in place."""
     obs, actions, returns = collect(env, cfg, model.gamma, seed)
     policy = model.policy

@@ -311,8 +311,9 @@ def run_emulate(cfg: EmulateConfig) -> int:
                     if k == 0:
                         runs[name], times[name] = recs, tts
                     pred, cal = predictions(recs, cost, trace, tts, cfg.rtt_ms)
-                    for acc, new in zip(pooled[name], (recs, pred, cal), strict=True):
-                        acc.extend(new)
+                    pooled[name][0].extend(recs)
+                    pooled[name][1].extend(pred)
+                    pooled[name][2].extend(cal)
                     r = summarize(recs, pred, cal)
                     per_round[name].append(r["timely_accuracy"])
                     sim = r.get("predicted_latency_ms_mean") or 0.0
@@ -353,8 +354,8 @@ def run_emulate(cfg: EmulateConfig) -> int:
                 p.kill()
         net.down()
         serve_log.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f"wrote {out / 'emulate.json'} and per-trace logs and PNGs under {out}/")
     return 0
 

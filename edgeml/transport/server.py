@@ -23,10 +23,10 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import numpy as np
@@ -119,9 +119,9 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
 
     # ----------------------------------------------------------------- compute
 
-    def _run_batch(self, key: tuple[int, int], jobs: Sequence[Job]) -> list[Answer]:
+    def _run_batch(self, key: Hashable, jobs: Sequence[Job]) -> list[Answer]:
         """Blocks ``split+1..exit`` for all rows at once, each with its own tau."""
-        split, exit_index = key
+        split, exit_index = cast(tuple[int, int], key)  # the batcher keys by (split, exit)
         h = torch.from_numpy(np.concatenate([j.x for j in jobs]))
         taus = torch.tensor([j.tau for j in jobs], dtype=torch.float32)
         stop = self.net.exit_block(exit_index)
@@ -407,10 +407,12 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             for block in net.blocks:
                 hidden.append(block(hidden[-1]))
             blocks_ms = interleaved_medians(
-                [lambda r, k=k: net.blocks[k](hidden[k]) for k in range(m.blocks)], repeats
+                [lambda r, k=k: net.blocks[k](hidden[k]) for k in range(m.blocks)],  # type: ignore[misc]
+                repeats,
             )
             heads_ms = interleaved_medians(
-                [lambda r, b=b: net.head(b, hidden[b]) for b in m.exits], repeats
+                [lambda r, b=b: net.head(b, hidden[b]) for b in m.exits],  # type: ignore[misc]
+                repeats,
             )
         threads = torch.get_num_threads()
         return offload_pb2.ProfileReply(

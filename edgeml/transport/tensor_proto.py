@@ -59,7 +59,7 @@ def from_proto(msg: offload_pb2.Tensor, payload: bytes | memoryview | None = Non
             f"scale/zero_point: codec {msg.codec!r} takes none; got {n_scale} and {n_zp}"
         )
     else:
-        scale = zero_point = None
+        scale = zero_point = None  # type: ignore[assignment]
     return EncodedTensor(
         codec=msg.codec,
         dtype=msg.dtype,
