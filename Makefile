@@ -35,6 +35,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check edgeml tests bench examples
 	$(VENV)/bin/ruff format --check edgeml tests bench examples
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

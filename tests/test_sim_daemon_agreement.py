@@ -17,7 +17,9 @@ import pytest
 from transport_helpers import start_server
 
 from edgeml.bundle import Bundle
+from edgeml.decision.action import TAUS, Action
 from edgeml.decision.metrics import summarize
+from edgeml.decision.scenario import LoadConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
 from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
@@ -84,3 +86,78 @@ def test_a_starved_offload_falls_back_to_the_same_exit_in_both(
     assert sim["deadline_hit_rate"] == live["deadline_hit_rate"] == 0.0
     assert sim["timely_accuracy"] == live["timely_accuracy"] == 0.0
     assert sim["bytes_sent_mean"] > 0 and live["bytes_sent_mean"] > 0
+
+
+class _Sequence:
+    """A fixed action sequence (the same one is replayed through the simulator)."""
+
+    name = "sequence"
+    history = 4
+
+    def __init__(self, actions: list[Action]) -> None:
+        self.actions, self.i = actions, 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self.i = 0
+
+    def act(self, view: object) -> Action:
+        a = self.actions[self.i % len(self.actions)]
+        self.i += 1
+        return a
+
+
+# Per second of the trace: in time over a fat link, in time over a thin one, late but
+# answered by the cloud, lost (local fallback), ... (int8 at split 0 is ~1 kB here).
+REPLAY_MBPS = [2.0, 0.2, 0.06, 0.01, 2.0, 0.06, 0.2, 0.01, 2.0, 0.2, 0.06, 0.01, 2.0]
+
+
+def _kind(where: str, latency_ms: float, deadline_ms: float) -> str:
+    return f"{where}/{'in time' if latency_ms <= deadline_ms else 'late'}"
+
+
+def test_a_fixed_action_sequence_has_the_same_outcomes_in_the_simulator_and_the_daemon(
+    profiled_bundle: Bundle, tmp_path: Path
+) -> None:
+    """One action sequence through the real daemon (loopback server, user-space link on one
+    trace) and, input by input at the same trace time, through the simulator: the outcome
+    kinds (edge / cloud / fallback, in time / late) agree on >= 95% of inputs."""
+    trace_path = tmp_path / "replay_1.csv"
+    trace_path.write_text(
+        "time_s,mbps\n" + "".join(f"{i},{v}\n" for i, v in enumerate(REPLAY_MBPS))
+    )
+    n_blocks, last = profiled_bundle.manifest.blocks, profiled_bundle.manifest.num_exits - 1
+    actions = [Action(0, last, 0)] * 4 + [Action(n_blocks, last, 0)]
+    scenario = dict(edge_slowdown=1.0, rtt_ms=10.0, grace_ms=100.0, deadline_ms=100.0)
+    server = start_server(profiled_bundle)
+    log = tmp_path / "edge.jsonl"
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}", policy="edge_only",
+        log=log, max_inputs=40, rate=4.0, link_trace=trace_path, link_rtt_ms=10.0,
+        probe_after_s=60.0, **scenario,
+    )  # fmt: skip
+    try:
+        daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+        daemon.policy = _Sequence(actions)
+        assert daemon.check_cloud()
+        daemon.run()
+    finally:
+        server.stop(0)
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    env = EdgeCloudEnv(
+        bundle=profiled_bundle, traces=[Trace("replay_1.csv", np.asarray(REPLAY_MBPS))],
+        load=LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0), **scenario,
+    )  # fmt: skip
+    kinds, disagree = [], []
+    for r in recs:
+        a = r["action"]
+        env.reset(seed=r["seq"], options={"start_s": r["trace_s"]})
+        info = env.step(np.array([a["split"], a["exit"], TAUS.index(a["tau"])]))[4]
+        sim = _kind(info["where"], info["latency_ms"], 100.0)
+        live = _kind(r["where"], r["latency_ms"]["total"], r["deadline_ms"])
+        kinds.append(live)
+        if sim != live:
+            disagree.append((r["seq"], r["trace_s"], a["split"], sim, live))
+    assert len(set(kinds)) >= 4, kinds  # the trace exercises every kind of outcome
+    share = 1 - len(disagree) / len(recs)
+    print(f"agreement {share:.1%} over {len(recs)} inputs, kinds {sorted(set(kinds))}; {disagree}")
+    assert share >= 0.95, f"agreement {share:.0%}; disagreements {disagree}"
