@@ -180,7 +180,8 @@ def test_cut_point_is_frozen_and_serialisable() -> None:
 
 def test_a_conv_keeps_its_own_cut_but_a_view_after_it_does_not() -> None:
     # conv -> conv (same shape) are distinct tensors; flatten only re-expresses the second.
-    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1), nn.Flatten())
+    conv = [nn.Conv2d(2, 2, 3, padding=1) for _ in range(2)]
+    model = nn.Sequential(*conv, nn.Flatten())
     cuts = find_cut_points(model, torch.randn(1, 2, 4, 4))
     assert [c.node for c in cuts] == ["input_1", "_0", "_2"]
     _assert_every_cut_is_exact(model, torch.randn(1, 2, 4, 4), cuts)

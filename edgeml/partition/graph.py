@@ -241,7 +241,8 @@ def find_cut_points(
 
     The first cut sends the input (cloud only), the last one carries the output (edge only).
     A tensor that the next op only re-expresses (``bn``/``relu`` after a conv, ``relu``
-    after a residual ``add``) is listed once, under the later name. Sizes are for ``example_input``'s batch size. The model runs once, in eval mode and without
+    after a residual ``add``) is listed once, under the later name. Sizes are for
+    ``example_input``'s batch size. The model runs once, in eval mode and without
     gradients; the train/eval flags of its submodules are restored afterwards.
     """
     graph = trace(model, leaf_modules)
