@@ -9,7 +9,9 @@ package, run after this (``build`` runs it unless told not to).
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -306,3 +308,14 @@ def _num_outputs(net: ProgressiveNet, prep: Preprocessing) -> int:
     n = int(net(torch.zeros(1, *prep.input_shape)).shape[1])
     net.train(was)
     return n
+
+
+class _CallableModule(types.ModuleType):
+    """``edgeml.build`` is both this module and the API call :func:`build`: once the module
+    is imported, Python binds ``edgeml.build`` to it, so the module itself must build."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Bundle:
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
