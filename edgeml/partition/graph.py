@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,11 +209,12 @@ def _same_data(a: TensorMetadata, b: TensorMetadata) -> bool:
 
 
 def _distinct_cuts(
-    model: nn.Module, positions: list[tuple[int, fx.Node]]
+    model: nn.Module, positions: list[tuple[int, fx.Node]], keep: Collection[str] = ()
 ) -> list[tuple[int, fx.Node]]:
     """Drop a cut when the next cut's op only re-expresses its tensor (keep the later name).
 
-    The input (a placeholder) is always kept: split 0 sends exactly what the caller gave.
+    The input (a placeholder) and the nodes named in ``keep`` are always kept: split 0
+    sends exactly what the caller gave, and a caller may need a given node as a cut.
     """
     modules = dict(model.named_modules())
     out: list[tuple[int, fx.Node]] = []
@@ -223,6 +224,7 @@ def _distinct_cuts(
             pm, nm = prev.meta.get("tensor_meta"), node.meta.get("tensor_meta")
             if (
                 prev.op != "placeholder"
+                and prev.name not in keep
                 and isinstance(pm, TensorMetadata)
                 and isinstance(nm, TensorMetadata)
                 and _re_expresses(node, prev, modules)
@@ -235,13 +237,17 @@ def _distinct_cuts(
 
 
 def find_cut_points(
-    model: nn.Module, example_input: torch.Tensor, leaf_modules: LeafTypes = ()
+    model: nn.Module,
+    example_input: torch.Tensor,
+    leaf_modules: LeafTypes = (),
+    keep: Collection[str] = (),
 ) -> list[CutPoint]:
     """All places ``model`` can be split, with the crossing tensor's shape, dtype and size.
 
     The first cut sends the input (cloud only), the last one carries the output (edge only).
     A tensor that the next op only re-expresses (``bn``/``relu`` after a conv, ``relu``
-    after a residual ``add``) is listed once, under the later name. Sizes are for
+    after a residual ``add``) is listed once, under the later name (unless the earlier
+    one is in ``keep``: e.g. the block boundaries of a ProgressiveNet). Sizes are for
     ``example_input``'s batch size. The model runs once, in eval mode and without
     gradients; the train/eval flags of its submodules are restored afterwards.
     """
@@ -249,7 +255,7 @@ def find_cut_points(
     gm = fx.GraphModule(model, graph)
     _propagate_shapes(model, gm, example_input)
     cuts: list[CutPoint] = []
-    for _, node in _distinct_cuts(model, _cut_positions(graph)):
+    for _, node in _distinct_cuts(model, _cut_positions(graph), keep):
         meta = node.meta.get("tensor_meta")
         if not isinstance(meta, TensorMetadata):
             logger.debug("skip cut at %s: crossing value is not a single tensor", node.name)

@@ -148,12 +148,12 @@ def array_items(
     """Items from an image array (looping by default, as a daemon runs until stopped)."""
     x = np.asarray(x)
     if x.ndim not in (3, 4) or len(x) == 0:
-        raise ValueError(f"{name}: expected a non-empty (N, H, W) or (N, C, H, W) array")
+        raise InputError(f"{name}: expected a non-empty (N, H, W) or (N, C, H, W) array")
     ys = None if labels is None else np.asarray(list(labels))
     lv = None if levels is None else np.asarray(list(levels))
     for arr, what in ((ys, "labels"), (lv, "level")):
         if arr is not None and len(arr) != len(x):
-            raise ValueError(f"{name}: {len(x)} images but {len(arr)} {what}")
+            raise InputError(f"{name}: {len(x)} images but {len(arr)} {what}")
     prepared = [_to_input(img, shape, f"{name}[{k}]", prep) for k, img in enumerate(x)]
     i = 0
     while True:
@@ -172,7 +172,7 @@ def directory_items(
     """Every ``*.png`` / ``*.npy`` of a directory in name order (labels unknown)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".npy"))
     if not files:
-        raise ValueError(f"source: {path} holds no .png or .npy files")
+        raise InputError(f"source: {path} holds no .png or .npy files")
     prepared = [(f.name, _to_input(_read_image(f), shape, str(f), prep)) for f in files]
     i = 0
     while True:
@@ -226,10 +226,10 @@ def open_source(
         try:
             seed = int(arg) if arg else 0
         except ValueError:
-            raise ValueError(f"source: seed in {spec!r} must be an integer") from None
+            raise InputError(f"source: seed in {spec!r} must be an integer") from None
         native = (1, 96, 96) if kind == "scenes" else (1, 28, 28)
         if shape != native:
-            raise ValueError(
+            raise InputError(
                 f"source: {kind!r} gives inputs of shape {native}, the bundle takes {shape}; "
                 "pick the source that matches the bundle's dataset"
             )
@@ -242,7 +242,7 @@ def open_source(
     if path.suffix in (".npy", ".npz") and path.is_file():
         x, y, lv = _load_arrays(path)
         return array_items(x, shape, y, lv, name=path.name, loop=loop, prep=prep)
-    raise ValueError(
+    raise InputError(
         f"source: {spec!r} is not 'scenes[:SEED]', 'fashion-mnist[:SEED]', a directory, "
         "or an existing .npy/.npz file"
     )
