@@ -1,1 +1,39 @@
+"""EdgeML: split (edge/cloud) inference with early-exit networks.
+
+The Python API, loaded lazily so ``import edgeml`` stays light (no torch until used)::
+
+    bundle = edgeml.build("mymod:make", "train.npz", "val.npz", exits_after="auto", out="b/")
+    bundle = edgeml.Bundle.load("b/")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["Bundle", "ProgressiveNet", "build", "load_model"]
+
+if TYPE_CHECKING:
+    from edgeml.build import build
+    from edgeml.bundle import Bundle
+    from edgeml.models.progressive_net import ProgressiveNet
+    from edgeml.models.references import load_model
+
+_LAZY = {
+    "Bundle": ("edgeml.bundle", "Bundle"),
+    "ProgressiveNet": ("edgeml.models.progressive_net", "ProgressiveNet"),
+    "load_model": ("edgeml.models.references", "load_model"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "build":
+        # ``edgeml.build`` is also the module of that name; importing it makes the module
+        # callable (see the end of edgeml/build.py), so ``edgeml.build(...)`` builds either way.
+        return importlib.import_module("edgeml.build")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'edgeml' has no attribute {name!r}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from edgeml.progressive.config import ExitTrainConfig
 
-__all__ = ["PRESETS", "BuildConfig"]
+__all__ = ["PRESETS", "BuildConfig", "ModelBuildConfig"]
 
 
 @dataclass
@@ -47,3 +47,42 @@ PRESETS: dict[str, BuildConfig] = {
         train=ExitTrainConfig(epochs=8, lr=3e-3, num_workers=0),
     ),
 }
+
+
+@dataclass
+class ModelBuildConfig:
+    """A build of your own model and data (``edgeml build --model``, :func:`edgeml.build`).
+
+    :param exits_after: ``"auto"`` or cut node names / submodule paths / cut indices.
+    :param freeze_backbone: train the exit heads only; the model's own layers, its
+        classifier included, stay bit-identical (``exits-only``).
+    :param val_fraction: share of the training data held out for calibration when no
+        validation data is given.
+    :param test_fraction: share of the validation data kept apart for the accuracy report
+        in the manifest (0: report on the calibration set itself).
+    :param samples: validation inputs stored in the bundle (``samples.npz``): what
+        ``edgeml profile`` measures codec sizes on.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    freeze_backbone: bool = False
+    exits_after: Any = "auto"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    difficulty_feature: str = "edge_density"
+    samples: int = 16
+    threads: int = 2
+    seed: int = 0
+    progress: bool = False
+    profile: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "threads", "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction: must be in [0, 1), got {self.test_fraction}")

@@ -19,14 +19,19 @@ from typing import Any
 import torch
 
 from edgeml import __version__
+from edgeml.data.features import DEFAULT_FEATURE, FEATURES
+from edgeml.data.preprocessing import FASHION_MNIST, Preprocessing
 from edgeml.errors import InputError
-from edgeml.models import build_model
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.progressive.calibrate import Calibration
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: ``model.name`` may be a "package.module:factory" reference (+ ``model.progressive``,
+# the cuts of a from_module net); ``preprocessing`` and ``difficulty_feature`` recorded.
+# A version-1 bundle is read as one made on the built-in grey datasets (see _migrate).
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 MANIFEST, WEIGHTS, CALIBRATION, PROFILE = (
     "manifest.json", "weights.pt", "calibration.npz", "profile.json",
 )  # fmt: skip
@@ -73,9 +78,22 @@ class CutPointInfo:
     bytes: dict[str, int]  # per codec, for one input
 
 
+def _migrate(d: dict[str, Any], version: int) -> dict[str, Any]:
+    """A version-1 manifest as version 2: v1 bundles were all built on Fashion-MNIST or the
+    scene stream (grey, Fashion-MNIST statistics) with the bright-pixel difficulty signal."""
+    if version == 1:
+        d = dict(d)
+        shape = _ints(d, "input_shape")
+        d.setdefault("preprocessing", FASHION_MNIST((shape[-2], shape[-1])).to_dict())
+        d.setdefault("difficulty_feature", DEFAULT_FEATURE)
+    return d
+
+
 @dataclass
 class Manifest:
-    model: dict[str, Any]  # {"name": zoo name, "kwargs": {...}}
+    # {"name": zoo name | "package.module:factory" | entry point, "kwargs": {...},
+    #  optional "progressive": {"exits_after": [cut nodes], "exit_heads": "default" | ref}}
+    model: dict[str, Any]
     dataset: str
     input_shape: tuple[int, ...]
     num_classes: int
@@ -87,6 +105,16 @@ class Manifest:
     edgeml_version: str = __version__
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     build: dict[str, Any] = field(default_factory=dict)  # command, config, timings, accuracy
+    # colour, size, mean/std (edgeml.data.preprocessing); every side applies it to pixels
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    difficulty_feature: str = DEFAULT_FEATURE  # the edge's cheap signal (data.features)
+
+    @property
+    def prep(self) -> Preprocessing:
+        """The :class:`Preprocessing` of this bundle's inputs."""
+        if not self.preprocessing:
+            return FASHION_MNIST((self.input_shape[-2], self.input_shape[-1]))
+        return Preprocessing.from_dict(self.preprocessing)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -97,15 +125,26 @@ class Manifest:
         if not isinstance(d, dict):
             raise BundleError(f"must be a JSON object, got {type(d).__name__}")
         version = _field(d, "format_version", int)
-        if version != FORMAT_VERSION:
+        if version not in READS_VERSIONS:
             raise BundleError(
                 f"format_version: bundle has {version}, this EdgeML reads "
-                f"{FORMAT_VERSION}; rebuild it with `edgeml build`"
+                f"{list(READS_VERSIONS)}; rebuild it with `edgeml build`"
             )
+        d = _migrate(d, version)
         model = _field(d, "model", dict)
         _field(model, "name", str, "model")
         if "kwargs" in model:
             _field(model, "kwargs", dict, "model")
+        if "progressive" in model:
+            _ = _field(_field(model, "progressive", dict, "model"), "exits_after", list,
+                       "model.progressive")  # fmt: skip
+        feature = _field(d, "difficulty_feature", str)
+        if feature not in FEATURES:
+            raise BundleError(f"difficulty_feature: {feature!r} is not one of {sorted(FEATURES)}")
+        try:
+            prep = Preprocessing.from_dict(_field(d, "preprocessing", dict))
+        except InputError as exc:
+            raise BundleError(str(exc)) from None
         cuts = []
         for i, c in enumerate(_field(d, "cut_points", list)):
             at = f"cut_points[{i}]"
@@ -126,7 +165,13 @@ class Manifest:
             weights_sha256=_field(d, "weights_sha256", str), format_version=version,
             edgeml_version=_field(d, "edgeml_version", str), created=_field(d, "created", str),
             build=_field(d, "build", dict) if "build" in d else {},
+            preprocessing=prep.to_dict(), difficulty_feature=feature,
         )  # fmt: skip
+        if prep.input_shape != m.input_shape:
+            raise BundleError(
+                f"preprocessing: gives inputs {prep.input_shape}, input_shape is "
+                f"{list(m.input_shape)}"
+            )
         if not m.exits or m.exits[-1] != m.blocks:
             raise BundleError(f"exits: last exit must be block {m.blocks}, got {list(m.exits)}")
         if [c.split for c in m.cut_points] != list(range(m.blocks + 1)):
@@ -184,9 +229,11 @@ class Bundle:
                 "or belong to another bundle. Refusing to load."
             )
         name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
+        from edgeml.partition.module_net import rebuild
+
         try:
-            net = build_model(name, **kwargs)
-        except (ValueError, TypeError) as exc:
+            net = rebuild(manifest.model, manifest.input_shape)
+        except (ValueError, TypeError) as exc:  # InputError, PartitionError included
             raise BundleError(
                 f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
                 f"{exc}"

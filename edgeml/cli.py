@@ -19,12 +19,65 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _exits_flag(value: str) -> str | list[str | int]:
+    """``--exits``: ``auto`` or comma-separated cut indices / cut names / submodule paths."""
+    if value == "auto":
+        return value
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        from edgeml.errors import InputError
+
+        raise InputError(f"--exits: {value!r}; give 'auto' or I,J,K (cut indices or names)")
+    return [int(v) if v.isdigit() else v for v in items]
+
+
+def _cmd_build_model(args: argparse.Namespace, command: str) -> int:
+    """``edgeml build OUT --model MODULE:FACTORY --data PATH``: your own model and data."""
+    from edgeml.build import build
+    from edgeml.build_config import ModelBuildConfig
+    from edgeml.errors import InputError, as_input_error
+
+    if args.data is None:
+        raise InputError("--data: required with --model (an .npz or an ImageFolder directory)")
+    if args.preset is not None or args.train_size is not None:
+        raise InputError("--preset/--train-size: presets build zoo nets; drop them with --model")
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--model-kwargs: not JSON ({exc})") from None
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--model-kwargs: must be a JSON object, got {args.model_kwargs!r}")
+    with as_input_error():
+        cfg = ModelBuildConfig(
+            epochs=1 if args.epochs is None else args.epochs, batch_size=args.batch_size,
+            lr=args.lr,
+            freeze_backbone=args.freeze_backbone, threads=args.threads, seed=args.seed,
+            progress=True, profile=not args.no_profile,
+        )  # fmt: skip
+        exits = _exits_flag(args.exits)
+    bundle = build(
+        args.model, args.data, args.val_data, out=args.bundle, exits_after=exits,
+        model_kwargs=kwargs, weights=args.weights, config=cfg, command=command,
+    )  # fmt: skip
+    m = bundle.manifest
+    print(f"exits after blocks {list(m.exits)} of {m.blocks} ({m.model['progressive']})")
+    print(json.dumps(m.build["test_accuracy"], indent=2))
+    print(f"bundle written to {args.bundle}")
+    return 0
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from edgeml.build import build_bundle
     from edgeml.build_config import PRESETS
     from edgeml.errors import InputError
 
-    cfg = copy.deepcopy(PRESETS[args.preset])
+    command = "edgeml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.model is not None:
+        return _cmd_build_model(args, command)
+    for flag in ("data", "val_data", "weights"):
+        if getattr(args, flag) is not None:
+            raise InputError(f"--{flag.replace('_', '-')}: only with --model MODULE:FACTORY")
+    cfg = copy.deepcopy(PRESETS[args.preset or "default"])
     for flag, value in (("--epochs", args.epochs), ("--train-size", args.train_size)):
         if value is not None and value < 1:
             raise InputError(f"{flag}: must be >= 1, got {value}")
@@ -36,7 +89,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
         cfg.train_size = args.train_size
     cfg.threads = args.threads
     cfg.seed = cfg.train.seed = args.seed
-    command = "edgeml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     bundle = build_bundle(args.bundle, cfg, command=command)
     if not args.no_profile:
         from edgeml.partition.profiler import profile_bundle
@@ -48,21 +100,45 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
-    from edgeml.build_config import PRESETS
+    from edgeml.build_config import PRESETS, ModelBuildConfig
 
+    d = ModelBuildConfig()
     p = sub.add_parser(
         "build",
         help="train exits, calibrate, profile -> bundle",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Build a bundle: a preset (zoo net on a built-in dataset), or your own "
+        "classifier (--model MODULE:FACTORY, importable from PYTHONPATH) and data (--data).",
     )
     p.add_argument("bundle", help="output bundle directory")
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default="default",
-        help="default: ResNet-style net on 96x96 scenes; fixture: B-VGG on 28x28",
+        default=None,
+        help="default: ResNet-style net on 96x96 scenes; fixture: B-VGG on 28x28 "
+        "(None: 'default' unless --model is given)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    g = p.add_argument_group("your own model and data")
+    g.add_argument("--model", default=None, help="MODULE:FACTORY, a zoo name or a plugin name")
+    g.add_argument("--model-kwargs", default="{}", help="JSON object passed to the factory")
+    g.add_argument("--weights", default=None, help="state dict file loaded into the model")
+    g.add_argument("--data", default=None, help="training data: .npz (x, y) or ImageFolder dir")
+    g.add_argument(
+        "--val-data", default=None, help=f"calibration data (None: {d.val_fraction} of --data)"
+    )
+    g.add_argument(
+        "--exits", default="auto", help="side exits: auto, or I,J,K (cut indices or names)"
+    )
+    g.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train the exit heads only; the model (its classifier too) stays as it is",
+    )
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="override the preset's epochs (--model: 1)"
+    )
     p.add_argument("--train-size", type=int, default=None, help="training samples per epoch")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--seed", type=int, default=0)

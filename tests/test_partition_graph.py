@@ -53,7 +53,11 @@ def test_resnet50_cuts_at_224_cover_every_block_stem_and_head() -> None:
     depths = {1: 3, 2: 4, 3: 6, 4: 3}
     block_outputs = [f"layer{s}_{i}_relu_2" for s, n in depths.items() for i in range(n)]
     assert set(block_outputs) <= set(names)
-    assert {"x", "maxpool", "avgpool", "fc"} <= set(names)
+    assert {"x", "relu", "maxpool", "flatten", "fc"} <= set(names)
+    # One name per distinct tensor: conv1/bn1 are relu's data, add_k is relu_2's, avgpool
+    # is flatten's.
+    assert not {"conv1", "bn1", "avgpool"} & set(names)
+    assert not any(n.startswith("add") for n in names)
     by_name = {c.node: c for c in cuts}
     assert by_name["x"].nbytes == 3 * 224 * 224 * 4
     assert by_name["maxpool"].shape == (1, 64, 56, 56)
@@ -82,8 +86,9 @@ def test_residual_is_never_cut_inside() -> None:
     model = TinyResidual()
     x = torch.randn(1, 3, 8, 8)
     cuts = find_cut_points(model, x)
-    assert [c.node for c in cuts] == ["x", "stem", "relu", "add", "relu_2", "mean", "head"]
-    assert {c.node: c.nbytes for c in cuts}["add"] == 4 * 8 * 8 * 4
+    # stem/relu and add/relu_2 are one tensor each (relu re-expresses it): listed once.
+    assert [c.node for c in cuts] == ["x", "relu", "relu_2", "mean", "head"]
+    assert {c.node: c.nbytes for c in cuts}["relu_2"] == 4 * 8 * 8 * 4
     _assert_every_cut_is_exact(model, x, cuts)
 
 
@@ -93,7 +98,6 @@ def test_sequential_model_cuts_after_every_layer() -> None:
     cuts = find_cut_points(model, x)
     assert [(c.node, c.shape) for c in cuts] == [
         ("input_1", (2, 5)),
-        ("_0", (2, 6)),
         ("_1", (2, 6)),
         ("_2", (2, 3)),
     ]
@@ -147,8 +151,8 @@ def test_shape_propagation_leaves_train_mode_and_bn_statistics_alone() -> None:
 
 
 def test_split_rejects_a_cut_from_another_model() -> None:
-    cut = find_cut_points(TinyResidual(), torch.randn(1, 3, 8, 8))[3]  # "add"
-    with pytest.raises(PartitionError, match="'add' is not a cut point"):
+    cut = find_cut_points(TinyResidual(), torch.randn(1, 3, 8, 8))[2]  # "relu_2"
+    with pytest.raises(PartitionError, match="'relu_2' is not a cut point"):
         split(nn.Sequential(nn.Linear(2, 2)), cut)
 
 
@@ -166,9 +170,18 @@ def test_cut_point_is_frozen_and_serialisable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cut.index = 0  # type: ignore[misc]
     assert cut.as_dict() == {
-        "index": 6,
+        "index": 4,
         "node": "head",
         "shape": [1, 2],
         "dtype": "float32",
         "nbytes": 8,
     }
+
+
+def test_a_conv_keeps_its_own_cut_but_a_view_after_it_does_not() -> None:
+    # conv -> conv (same shape) are distinct tensors; flatten only re-expresses the second.
+    conv = [nn.Conv2d(2, 2, 3, padding=1) for _ in range(2)]
+    model = nn.Sequential(*conv, nn.Flatten())
+    cuts = find_cut_points(model, torch.randn(1, 2, 4, 4))
+    assert [c.node for c in cuts] == ["input_1", "_0", "_2"]
+    _assert_every_cut_is_exact(model, torch.randn(1, 2, 4, 4), cuts)

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from edgeml.data.preprocessing import Preprocessing
 from edgeml.rl_agent.traces import Trace
 from edgeml.runtime.estimator import BandwidthEstimator, EstimatorConfig
 from edgeml.runtime.link import LinkTimeout, TraceLink
@@ -127,8 +128,11 @@ def test_array_source_takes_uint8_and_refuses_other_sizes_and_colours(tmp_path) 
             list(array_items(wrong, (1, 28, 28), loop=False))
     red = np.zeros((1, 8, 8, 3), np.uint8)
     red[..., 0] = 255
-    (item,) = array_items(red, (3, 8, 8), loop=False)  # an RGB bundle keeps the colour
+    rgb = Preprocessing("RGB", (8, 8), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    (item,) = array_items(red, (3, 8, 8), loop=False, prep=rgb)  # an RGB bundle keeps colour
     assert item.x.shape == (1, 3, 8, 8) and item.x[0, 0].mean() > item.x[0, 1].mean()
+    with pytest.raises(ValueError, match="must say how to scale"):  # no silent default
+        list(array_items(red, (3, 8, 8), loop=False))
     with pytest.raises(ValueError, match="source"):
         open_source("nonsense", (1, 28, 28))
     with pytest.raises(ValueError, match="shape"):

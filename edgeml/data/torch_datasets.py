@@ -7,11 +7,12 @@ import torch
 from torch.utils.data import Dataset
 
 from edgeml.data.fashion_mnist import source_split
+from edgeml.data.preprocessing import FASHION_MNIST_MEAN as _MEAN
+from edgeml.data.preprocessing import FASHION_MNIST_STD as _STD
 from edgeml.data.scenes import FRAME, SceneStream
 
 DATASETS = ("fashion-mnist", "scenes")
 INPUT_SHAPES = {"fashion-mnist": (1, 28, 28), "scenes": (1, FRAME, FRAME)}
-_MEAN, _STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,11 @@
 A cut is a place in the topological order of the model's torch.fx graph where exactly one
 tensor is live (produced before, consumed after). Only that tensor has to cross the network,
 so a residual connection is never cut: inside it two tensors are live.
+
+The listing has one name per distinct tensor: a cut whose next op only re-expresses it
+(batch norm, an activation, dropout, a flatten/view: same element count, same dtype, and
+nothing else live) is the same data under another name, so a chain such as
+``conv1 -> bn1 -> relu`` or ``add -> relu`` gives one cut, named after its last op.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import math
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,20 +172,90 @@ def _cut_positions(graph: fx.Graph) -> list[tuple[int, fx.Node]]:
     return cuts
 
 
+# Ops that re-express their single input without mixing values across elements or changing
+# the byte count: a cut before one of them and the cut after it carry the same data.
+_SAME_DATA_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU,
+    nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Mish,
+    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten,
+)  # fmt: skip
+_SAME_DATA_FUNCTIONS = {
+    torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.flatten, torch.reshape,
+    torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.gelu,
+    torch.nn.functional.silu, torch.nn.functional.hardswish, torch.nn.functional.leaky_relu,
+    torch.nn.functional.dropout, torch.nn.functional.batch_norm,
+}  # fmt: skip
+_SAME_DATA_METHODS = {
+    "relu", "relu_", "sigmoid", "tanh", "flatten", "view", "reshape", "contiguous",
+}  # fmt: skip
+
+
+def _re_expresses(node: fx.Node, prev: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True when ``node`` only re-expresses ``prev`` (its one tensor input) elementwise."""
+    inputs = [a for a in node.all_input_nodes if a.op != "get_attr"]
+    if inputs != [prev]:
+        return False
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), _SAME_DATA_MODULES)
+    if node.op == "call_function":
+        return node.target in _SAME_DATA_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _SAME_DATA_METHODS
+    return False
+
+
+def _same_data(a: TensorMetadata, b: TensorMetadata) -> bool:
+    return a.dtype == b.dtype and math.prod(a.shape) == math.prod(b.shape)
+
+
+def _distinct_cuts(
+    model: nn.Module, positions: list[tuple[int, fx.Node]], keep: Collection[str] = ()
+) -> list[tuple[int, fx.Node]]:
+    """Drop a cut when the next cut's op only re-expresses its tensor (keep the later name).
+
+    The input (a placeholder) and the nodes named in ``keep`` are always kept: split 0
+    sends exactly what the caller gave, and a caller may need a given node as a cut.
+    """
+    modules = dict(model.named_modules())
+    out: list[tuple[int, fx.Node]] = []
+    for pos, node in positions:
+        if out:
+            prev = out[-1][1]
+            pm, nm = prev.meta.get("tensor_meta"), node.meta.get("tensor_meta")
+            if (
+                prev.op != "placeholder"
+                and prev.name not in keep
+                and isinstance(pm, TensorMetadata)
+                and isinstance(nm, TensorMetadata)
+                and _re_expresses(node, prev, modules)
+                and _same_data(pm, nm)
+            ):
+                out[-1] = (pos, node)
+                continue
+        out.append((pos, node))
+    return out
+
+
 def find_cut_points(
-    model: nn.Module, example_input: torch.Tensor, leaf_modules: LeafTypes = ()
+    model: nn.Module,
+    example_input: torch.Tensor,
+    leaf_modules: LeafTypes = (),
+    keep: Collection[str] = (),
 ) -> list[CutPoint]:
     """All places ``model`` can be split, with the crossing tensor's shape, dtype and size.
 
     The first cut sends the input (cloud only), the last one carries the output (edge only).
-    Sizes are for ``example_input``'s batch size. The model runs once, in eval mode and without
+    A tensor that the next op only re-expresses (``bn``/``relu`` after a conv, ``relu``
+    after a residual ``add``) is listed once, under the later name (unless the earlier
+    one is in ``keep``: e.g. the block boundaries of a ProgressiveNet). Sizes are for
+    ``example_input``'s batch size. The model runs once, in eval mode and without
     gradients; the train/eval flags of its submodules are restored afterwards.
     """
     graph = trace(model, leaf_modules)
     gm = fx.GraphModule(model, graph)
     _propagate_shapes(model, gm, example_input)
     cuts: list[CutPoint] = []
-    for _, node in _cut_positions(graph):
+    for _, node in _distinct_cuts(model, _cut_positions(graph), keep):
         meta = node.meta.get("tensor_meta")
         if not isinstance(meta, TensorMetadata):
             logger.debug("skip cut at %s: crossing value is not a single tensor", node.name)

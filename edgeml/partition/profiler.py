@@ -113,10 +113,29 @@ def interleaved_medians(
 
 
 def bundle_inputs(bundle: Bundle, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``n`` inputs and labels of the bundle's dataset (``split``: val or test)."""
+    """Up to ``n`` inputs and labels of the bundle's dataset (``split``: val or test).
+
+    A bundle of your own data carries its inputs (``samples.npz``: validation pixels),
+    scaled here by the bundle's recorded preprocessing, as the edge scales its frames.
+    """
     from edgeml.data.torch_datasets import FashionMNISTDataset, SceneDataset
 
     dataset = bundle.manifest.dataset
+    samples = bundle.path / "samples.npz"
+    if dataset not in ("scenes", "fashion-mnist") or samples.is_file():
+        from edgeml.errors import InputError, load_npz
+
+        if not samples.is_file():
+            raise InputError(
+                f"{bundle.path}: no samples.npz (the inputs to profile with) and dataset "
+                f"{dataset!r} is not built in; rebuild the bundle with `edgeml build`"
+            )
+        z = load_npz(samples, "the bundle's sample inputs (uint8 'x' (N, C, H, W), 'y')",
+                     ("x", "y"))  # fmt: skip
+        prep = bundle.manifest.prep
+        prep.check(z["x"].shape[1:], str(samples))
+        x = prep.normalize(z["x"][:n].astype(np.float32) / 255.0)
+        return torch.from_numpy(x), torch.from_numpy(z["y"][:n].astype(np.int64))
     if dataset == "scenes":
         seed = int(bundle.manifest.build.get("config", {}).get("seed", 0))
         ds: Any = SceneDataset(split, n, seed)
@@ -164,7 +183,10 @@ def measure(
         )[0]
         overheads = rule_overheads_ms(net, [hs[0] for hs in hidden], repeats, warmup)
         codec_table = {c: _profile_codec(c, hidden, repeats, warmup) for c in codecs}
-        fixed = offload_fixed_ms(net, hidden[0][0], "int8" if "int8" in codecs else codecs[0])
+        fixed = offload_fixed_ms(
+            net, hidden[0][0], "int8" if "int8" in codecs else codecs[0],
+            feature=bundle.manifest.difficulty_feature,
+        )  # fmt: skip
     profile: dict[str, Any] = {
         "format_version": PROFILE_FORMAT_VERSION,
         "host": {
@@ -313,6 +335,7 @@ def offload_fixed_ms(
     rounds: int = 20,
     idle_s: float = 0.1,
     clock: Callable[[], int] | None = None,
+    feature: str = "bright_share",
 ) -> float:
     """What an offload costs the edge beyond the codec's warm encode, from an idle core.
 
@@ -337,7 +360,7 @@ def offload_fixed_ms(
     cold: list[float] = []
     for _ in range(rounds):
         time.sleep(idle_s)
-        difficulty_feature(arr)
+        difficulty_feature(arr, feature)
         t0 = clock()
         path()
         cold.append((clock() - t0) / 1e6)

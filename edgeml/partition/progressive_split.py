@@ -37,12 +37,13 @@ def block_cut_points(net: ProgressiveNet, example_input: torch.Tensor) -> list[C
     Raises :class:`PartitionError` when a block's output is not a single-tensor cut (e.g. a
     block that forwards two tensors).
     """
-    cuts = find_cut_points(net, example_input)
     last_node: dict[int, str] = {}
     for node in trace(net).nodes:
         k = _outer_block(node)
         if k is not None:
             last_node[k] = node.name
+    # A block's output stays a cut of its own even when the next op only re-expresses it.
+    cuts = find_cut_points(net, example_input, keep=set(last_node.values()))
     by_node = {c.node: c for c in cuts}
     out = [cuts[0]]
     for k in range(1, net.num_blocks + 1):

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from edgeml.data.features import difficulty_feature
+from edgeml.data.features import DEFAULT_FEATURE, difficulty_feature
 from edgeml.errors import InputError, load_npz
 from edgeml.models.progressive_net import ProgressiveNet
 
@@ -70,20 +70,29 @@ class Calibration:
 
 @torch.no_grad()
 def exit_outputs(
-    net: ProgressiveNet, data: Dataset, batch_size: int = 256, progress: bool = True
+    net: ProgressiveNet,
+    data: Dataset,
+    batch_size: int = 256,
+    progress: bool = True,
+    feature: str = DEFAULT_FEATURE,
 ) -> tuple[np.ndarray, ...]:
-    """Run every exit on ``data``: (pred, conf, labels, levels, difficulty features)."""
+    """Run every exit on ``data``: (pred, conf, labels, levels, difficulty features).
+
+    Items are ``(x, y, level)`` or ``(x, y)`` (level 0 then: calibration derives one).
+    """
     net.eval()
     preds, confs, labels, levels, feats = [], [], [], [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    for x, y, lvl in tqdm(loader, desc="calibrate", disable=not progress):
+    for batch in tqdm(loader, desc="calibrate", disable=not progress):
+        x, y = batch[0], batch[1]
+        lvl = batch[2] if len(batch) > 2 else torch.zeros(len(y), dtype=torch.int8)
         probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
         c, p = probs.max(dim=2)
         preds.append(p.numpy().astype(np.int16))
         confs.append(c.numpy().astype(np.float32))
         labels.append(np.asarray(y, dtype=np.int16))
         levels.append(np.asarray(lvl, dtype=np.int8))
-        feats.append(difficulty_feature(x.numpy()))
+        feats.append(difficulty_feature(x.numpy(), feature))
     return tuple(np.concatenate(a) for a in (preds, confs, labels, levels, feats))
 
 
@@ -96,10 +105,17 @@ def confidence_bins(first_exit_conf: np.ndarray, edges: np.ndarray | None = None
 
 
 def calibrate(
-    net: ProgressiveNet, data: Dataset, has_levels: bool, progress: bool = True
+    net: ProgressiveNet,
+    data: Dataset,
+    has_levels: bool,
+    progress: bool = True,
+    feature: str = DEFAULT_FEATURE,
 ) -> Calibration:
-    """Build the calibration table; without clutter levels, difficulty is confidence bins."""
-    pred, conf, label, level, feature = exit_outputs(net, data, progress=progress)
+    """Build the calibration table; without difficulty levels, difficulty is the quintile
+    of the first exit's confidence. ``feature`` names the edge's difficulty signal."""
+    pred, conf, label, level, feature_values = exit_outputs(
+        net, data, progress=progress, feature=feature
+    )
     correct = pred == label[:, None]
     difficulty = level if has_levels else confidence_bins(conf[:, 0])
-    return Calibration(pred, conf, correct, label, difficulty, feature)
+    return Calibration(pred, conf, correct, label, difficulty, feature_values)

@@ -24,7 +24,10 @@ def train_exits(
     """Train ``net`` in place; ``datasets(epoch)`` gives that epoch's training set.
 
     Returns the mean loss per epoch. One-cycle AdamW: the best accuracy per image seen,
-    which matters on a 2-core machine with a fixed time budget.
+    which matters on a 2-core machine with a fixed time budget. Items may be ``(x, y)``
+    or ``(x, y, level)``. ``exits-only`` freezes every block -- for a net made by
+    ``ProgressiveNet.from_module`` that includes the model's own classifier, so the final
+    exit stays bit-identical -- and keeps their batch norm in eval mode.
     """
     torch.manual_seed(cfg.seed)
     weights = list(cfg.exit_weights or [1.0] * len(net.exits))
@@ -59,7 +62,8 @@ def train_exits(
         )
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
-        for x, y, _level in bar:
+        for batch in bar:  # (x, y) or (x, y, level): levels play no part in training
+            x, y = batch[0], batch[1]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 outs = net.forward_exits(x.contiguous(memory_format=fmt))
             loss = sum(w * loss_fn(o.float(), y) for w, o in zip(weights, outs, strict=True))

@@ -563,7 +563,7 @@ class EdgeDaemon:
         load = max(cpu_load, edge_speed - 1.0)
         st = self.state
         st.edge_load = load
-        st.feature = float(difficulty_feature(item.x)[0])
+        st.feature = float(difficulty_feature(item.x, self.bundle.manifest.difficulty_feature)[0])
         with self._est_lock:
             st.set_measurements([(s.t, s.mbps) for s in self.estimator.samples()])
             st.rtt_ms = self.estimator.rtt_ms()
@@ -799,7 +799,8 @@ class EdgeDaemon:
     def inputs(self) -> Iterator[Item]:
         cfg = self.config
         spec = cfg.source or default_source(self.bundle.manifest.dataset)
-        return open_source(spec, self.bundle.manifest.input_shape, rate=cfg.rate or 10.0)
+        m = self.bundle.manifest
+        return open_source(spec, m.input_shape, rate=cfg.rate or 10.0, preprocessing=m.prep)
 
     def run(self, items: Iterator[Item] | None = None) -> RunSummary:
         """Process inputs until the source ends, ``max_inputs``, or :attr:`stop_event`."""

@@ -13,7 +13,9 @@ scale, with its label and difficulty level when known). :func:`open_source` turn
   ``FILE.npz`` — the same under key ``x``, with optional ``y`` (labels) and ``level``.
 
 Pixels may be uint8 (0..255) or float in [0, 1]; every frame must have the bundle's size and
-channel count (grey ``(H, W)`` for a one-channel bundle), or the source is refused.
+channel count (grey ``(H, W)`` for a one-channel bundle), or the source is refused. Pixels
+are scaled by the bundle's recorded :class:`~edgeml.data.preprocessing.Preprocessing`
+(its per-channel mean/std), the same scaling its training and calibration used.
 
 :func:`paced` releases items at ``rate`` per second; when the edge falls behind, the next
 item is stamped with the arrival time of the camera's latest frame (the frames in between
@@ -31,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.data.torch_datasets import normalize
+from edgeml.data.preprocessing import FASHION_MNIST, Preprocessing, pixels01
+from edgeml.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -52,37 +55,59 @@ class Item:
     name: str = ""
 
 
-def _to_input(img: np.ndarray, shape: tuple[int, ...], name: str = "image") -> np.ndarray:
+def _preprocessing(shape: tuple[int, ...], prep: Preprocessing | None) -> Preprocessing:
+    """The bundle's preprocessing; without one (a caller that passes only the shape), the
+    built-in grey datasets' (every version-1 bundle's)."""
+    if prep is None:
+        if len(shape) != 3 or shape[0] != 1:
+            raise InputError(
+                f"preprocessing: a bundle with input {tuple(shape)} must say how to scale its "
+                "pixels (manifest field 'preprocessing')"
+            )
+        prep = FASHION_MNIST((shape[1], shape[2]))
+    if prep.input_shape != tuple(shape):
+        raise InputError(
+            f"preprocessing: gives inputs {prep.input_shape}, the bundle takes {tuple(shape)}"
+        )
+    return prep
+
+
+def _to_input(
+    img: np.ndarray, shape: tuple[int, ...], name: str = "image", prep: Preprocessing | None = None
+) -> np.ndarray:
     """Pixels (H, W), (H, W, C) or (C, H, W) in 0..255 or [0, 1] -> normalized (1, C, H, W).
 
     The image must already have the bundle's size and colour: a frame of another size or
     channel count is refused (resizing or greying it would give confident answers to an
-    input the network was never trained on). Non-finite pixels pass through: the daemon
-    answers such a frame with an error record instead of stopping the whole source.
+    input the network was never trained on). It is scaled by the bundle's preprocessing
+    (``prep``; default: the built-in grey datasets'). Non-finite pixels pass through: the
+    daemon answers such a frame with an error record instead of stopping the whole source.
     """
+    prep = _preprocessing(tuple(shape), prep)
     a = np.asarray(img)
-    c, h, w = shape
-    if a.ndim == 2:
-        a = a[None]
-    elif a.ndim == 3 and a.shape[0] not in (1, 3) and a.shape[-1] in (1, 3):
-        a = np.moveaxis(a, -1, 0)  # HWC -> CHW
-    if a.ndim != 3 or a.shape != (c, h, w):
+    try:
+        px = pixels01(a, name)
+    except InputError:
+        px = a  # refused below with the bundle's shape in the message
+    if px.ndim != 3 or px.shape != prep.input_shape:
+        c, h, w = prep.input_shape
         want = f"({h}, {w})" if c == 1 else f"({c}, {h}, {w}) or ({h}, {w}, {c})"
-        raise ValueError(
+        raise InputError(
             f"{name}: shape {tuple(np.shape(img))} does not match the bundle's input "
-            f"{tuple(shape)}; give {want} frames (EdgeML never resizes or recolours)"
+            f"{tuple(shape)} ({prep.color}); give {want} frames "
+            "(EdgeML never resizes or recolours)"
         )
-    finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-    scale = 255.0 if a.dtype == np.uint8 or (finite.size and float(finite.max()) > 1.5) else 1.0
-    x = normalize(np.clip(a.astype(np.float32) / scale, 0.0, 1.0))
-    return np.ascontiguousarray(x[None], dtype=np.float32)
+    return np.ascontiguousarray(prep.normalize(px)[None], dtype=np.float32)
 
 
-def scene_items(seed: int = 0, dwell_s: float = 3.0, rate: float = 10.0) -> Iterator[Item]:
+def scene_items(
+    seed: int = 0, dwell_s: float = 3.0, rate: float = 10.0, prep: Preprocessing | None = None
+) -> Iterator[Item]:
     """Endless test-split scenes whose clutter level follows the simulator's regime process."""
     from edgeml.data.scenes import SceneStream
     from edgeml.rl_agent.dynamics import InputStream, StreamConfig
 
+    prep = _preprocessing((1, 96, 96), prep)
     stream = SceneStream("test", seed)
     rng = np.random.default_rng((seed, 61))
     cfg = StreamConfig(dwell_s=dwell_s)
@@ -91,22 +116,23 @@ def scene_items(seed: int = 0, dwell_s: float = 3.0, rate: float = 10.0) -> Iter
         levels = InputStream.generate(np.arange(SCENE_LEVELS), _CHUNK, rng, rate, cfg).levels
         for level in levels:
             s = stream.frame(i, int(level))
-            x = normalize(s.image)[None, None].astype(np.float32)
+            x = prep.normalize(s.image[None])[None]
             yield Item(i, x, s.label, s.level, f"scene-{seed}-{i}")
             i += 1
 
 
-def fashion_items(seed: int = 0) -> Iterator[Item]:
+def fashion_items(seed: int = 0, prep: Preprocessing | None = None) -> Iterator[Item]:
     """Endless plain 28x28 test items in a seeded order (level unknown)."""
     from edgeml.data.fashion_mnist import source_split
 
+    prep = _preprocessing((1, 28, 28), prep)
     images = source_split("test")
     order = np.random.default_rng((seed, 62)).permutation(len(images))
     i = 0
     while True:
         k = int(order[i % len(order)])
-        x = normalize(images.images[k].astype(np.float32) / 255)[None, None]
-        yield Item(i, x.astype(np.float32), int(images.labels[k]), None, f"fmnist-{k}")
+        x = prep.normalize(images.images[k][None].astype(np.float32) / 255)[None]
+        yield Item(i, x, int(images.labels[k]), None, f"fmnist-{k}")
         i += 1
 
 
@@ -117,17 +143,18 @@ def array_items(
     levels: Iterable[int] | None = None,
     name: str = "array",
     loop: bool = True,
+    prep: Preprocessing | None = None,
 ) -> Iterator[Item]:
     """Items from an image array (looping by default, as a daemon runs until stopped)."""
     x = np.asarray(x)
     if x.ndim not in (3, 4) or len(x) == 0:
-        raise ValueError(f"{name}: expected a non-empty (N, H, W) or (N, C, H, W) array")
+        raise InputError(f"{name}: expected a non-empty (N, H, W) or (N, C, H, W) array")
     ys = None if labels is None else np.asarray(list(labels))
     lv = None if levels is None else np.asarray(list(levels))
     for arr, what in ((ys, "labels"), (lv, "level")):
         if arr is not None and len(arr) != len(x):
-            raise ValueError(f"{name}: {len(x)} images but {len(arr)} {what}")
-    prepared = [_to_input(img, shape, f"{name}[{k}]") for k, img in enumerate(x)]
+            raise InputError(f"{name}: {len(x)} images but {len(arr)} {what}")
+    prepared = [_to_input(img, shape, f"{name}[{k}]", prep) for k, img in enumerate(x)]
     i = 0
     while True:
         k = i % len(prepared)
@@ -139,12 +166,14 @@ def array_items(
             return
 
 
-def directory_items(path: Path, shape: tuple[int, ...], loop: bool = True) -> Iterator[Item]:
+def directory_items(
+    path: Path, shape: tuple[int, ...], loop: bool = True, prep: Preprocessing | None = None
+) -> Iterator[Item]:
     """Every ``*.png`` / ``*.npy`` of a directory in name order (labels unknown)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".npy"))
     if not files:
-        raise ValueError(f"source: {path} holds no .png or .npy files")
-    prepared = [(f.name, _to_input(_read_image(f), shape, str(f))) for f in files]
+        raise InputError(f"source: {path} holds no .png or .npy files")
+    prepared = [(f.name, _to_input(_read_image(f), shape, str(f), prep)) for f in files]
     i = 0
     while True:
         name, x = prepared[i % len(prepared)]
@@ -177,38 +206,57 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def open_source(
-    spec: str, input_shape: tuple[int, ...], rate: float = 10.0, loop: bool = True
+    spec: str,
+    input_shape: tuple[int, ...],
+    rate: float = 10.0,
+    loop: bool = True,
+    preprocessing: Preprocessing | dict | None = None,
 ) -> Iterator[Item]:
-    """The iterator for a ``--source`` flag (see the module docstring for the forms)."""
+    """The iterator for a ``--source`` flag (see the module docstring for the forms).
+
+    ``preprocessing``: the bundle's (its manifest field, as a dict or parsed); default
+    the built-in grey datasets' scaling, for one-channel bundles only.
+    """
     shape = tuple(int(d) for d in input_shape)
+    if isinstance(preprocessing, dict):
+        preprocessing = Preprocessing.from_dict(preprocessing) if preprocessing else None
+    prep = _preprocessing(shape, preprocessing)
     kind, _, arg = spec.partition(":")
     if kind in ("scenes", "fashion-mnist"):
         try:
             seed = int(arg) if arg else 0
         except ValueError:
-            raise ValueError(f"source: seed in {spec!r} must be an integer") from None
+            raise InputError(f"source: seed in {spec!r} must be an integer") from None
         native = (1, 96, 96) if kind == "scenes" else (1, 28, 28)
         if shape != native:
-            raise ValueError(
+            raise InputError(
                 f"source: {kind!r} gives inputs of shape {native}, the bundle takes {shape}; "
                 "pick the source that matches the bundle's dataset"
             )
-        return scene_items(seed, rate=rate) if kind == "scenes" else fashion_items(seed)
+        if kind == "scenes":
+            return scene_items(seed, rate=rate, prep=prep)
+        return fashion_items(seed, prep=prep)
     path = Path(spec)
     if path.is_dir():
-        return directory_items(path, shape, loop)
+        return directory_items(path, shape, loop, prep)
     if path.suffix in (".npy", ".npz") and path.is_file():
         x, y, lv = _load_arrays(path)
-        return array_items(x, shape, y, lv, name=path.name, loop=loop)
-    raise ValueError(
+        return array_items(x, shape, y, lv, name=path.name, loop=loop, prep=prep)
+    raise InputError(
         f"source: {spec!r} is not 'scenes[:SEED]', 'fashion-mnist[:SEED]', a directory, "
         "or an existing .npy/.npz file"
     )
 
 
 def default_source(dataset: str) -> str:
-    """The source spec that matches a bundle's dataset."""
-    return "scenes" if dataset == "scenes" else "fashion-mnist"
+    """The source spec that matches a bundle's dataset (a built-in one: no default for
+    a bundle of your own data, whose frames only you have)."""
+    if dataset in ("scenes", "fashion-mnist"):
+        return dataset
+    raise InputError(
+        f"source: the bundle was built on {dataset!r}, which has no built-in stream; give "
+        "--source DIR | FILE.npz | FILE.npy with frames of the bundle's size and colour"
+    )
 
 
 def paced(
