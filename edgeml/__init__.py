@@ -2,6 +2,7 @@
 
 The Python API, loaded lazily so ``import edgeml`` stays light (no torch until used)::
 
+    net = edgeml.from_module(my_resnet, exits_after="auto", example=x)   # blocks + exit heads
     bundle = edgeml.build("mymod:make", "train.npz", "val.npz", exits_after="auto", out="b/")
     bundle = edgeml.Bundle.load("b/")
 """
@@ -11,18 +12,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Bundle", "ProgressiveNet", "build", "load_model"]
+__all__ = ["Bundle", "ProgressiveNet", "build", "from_module", "load_model"]
 
 if TYPE_CHECKING:
     from edgeml.build import build
     from edgeml.bundle import Bundle
     from edgeml.models.progressive_net import ProgressiveNet
     from edgeml.models.references import load_model
+    from edgeml.partition.module_net import from_module
 
 _LAZY = {
     "Bundle": ("edgeml.bundle", "Bundle"),
     "ProgressiveNet": ("edgeml.models.progressive_net", "ProgressiveNet"),
     "load_model": ("edgeml.models.references", "load_model"),
+    # A ProgressiveNet cut out of any traceable module. Not a ProgressiveNet classmethod:
+    # cutting needs the partition package, which imports the models (no cycle).
+    "from_module": ("edgeml.partition.module_net", "from_module"),
 }
 
 

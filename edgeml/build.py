@@ -2,7 +2,7 @@
 
 Two entry points: :func:`build_bundle` for the presets (zoo nets on the built-in
 datasets) and :func:`build` for your own model and data (any traceable classifier, cut by
-``ProgressiveNet.from_module``). Profiling (``profile.json``) is a step of the partition
+``edgeml.from_module``). Profiling (``profile.json``) is a step of the partition
 package, run after this (``build`` runs it unless told not to).
 """
 
@@ -31,6 +31,7 @@ from edgeml.errors import InputError
 from edgeml.models import build_model
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.partition.codecs import BASE_CODECS, encode, to_bytes
+from edgeml.partition.module_net import from_module
 from edgeml.progressive.calibrate import Calibration, calibrate
 from edgeml.progressive.config import ExitTrainConfig
 from edgeml.progressive.train import train_exits
@@ -237,7 +238,7 @@ def build(
         from edgeml.models.references import resolve
 
         heads = resolve(head_ref)
-    net = ProgressiveNet.from_module(
+    net = from_module(
         module, cfg.exits_after, example=torch.zeros(1, *prep.input_shape), exit_heads=heads
     )
     classes = _num_outputs(net, prep)

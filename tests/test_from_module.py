@@ -1,4 +1,4 @@
-"""ProgressiveNet.from_module: exact blocks, distinct cut names, heads, frozen classifier."""
+"""edgeml.from_module: exact blocks, distinct cut names, heads, frozen classifier."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from edgeml.errors import InputError
-from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.partition.graph import find_cut_points, split
+from edgeml.partition.module_net import from_module
 from edgeml.partition.progressive_split import block_cut_points
 from edgeml.progressive.config import ExitTrainConfig
 from edgeml.progressive.train import train_exits
@@ -80,7 +80,7 @@ def test_cut_listing_has_one_name_per_tensor() -> None:
 def test_blocks_compose_to_the_module_exactly(exits: object) -> None:
     model = _model()
     x = torch.randn(3, 3, 16, 16)
-    net = ProgressiveNet.from_module(model, exits, example=x[:1]).eval()  # type: ignore[arg-type]
+    net = from_module(model, exits, example=x[:1]).eval()  # type: ignore[arg-type]
     with torch.no_grad():
         want = model(x)
         assert torch.equal(net(x), want)
@@ -94,7 +94,7 @@ def test_blocks_compose_to_the_module_exactly(exits: object) -> None:
 
 
 def test_head_and_tail_equal_the_whole_at_every_cut_of_the_net() -> None:
-    net = ProgressiveNet.from_module(_model(), "auto", example=torch.zeros(1, 3, 16, 16)).eval()
+    net = from_module(_model(), "auto", example=torch.zeros(1, 3, 16, 16)).eval()
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         want = net(x.clone())
@@ -117,18 +117,18 @@ def test_custom_heads_and_bad_exits() -> None:
         made.append(shape)
         return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.Size(shape).numel()), n))
 
-    net = ProgressiveNet.from_module(model, ["layer2"], example=ex, exit_heads=heads)
+    net = from_module(model, ["layer2"], example=ex, exit_heads=heads)
     assert made == [(16, 8, 8)] and net.exits == (1, 2)
     with pytest.raises(InputError, match="neither a cut point nor a submodule"):
-        ProgressiveNet.from_module(model, ["layer9"], example=ex)
+        from_module(model, ["layer9"], example=ex)
     with pytest.raises(InputError, match="inner cut"):
-        ProgressiveNet.from_module(model, [0], example=ex)
+        from_module(model, [0], example=ex)
 
 
 def test_exits_only_training_leaves_the_model_and_its_classifier_bit_identical() -> None:
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = ProgressiveNet.from_module(model, "auto", example=torch.zeros(1, 3, 16, 16))
+    net = from_module(model, "auto", example=torch.zeros(1, 3, 16, 16))
     heads_before = {k: v.clone() for k, v in net.heads.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(3, 16, 16, generator=g), i % 7) for i in range(64)]  # plain (x, y)

@@ -150,19 +150,19 @@ def _from_folder(path: Path) -> PixelData:
             f"{path}: no images; expected one sub-directory per class holding "
             f"{', '.join(IMAGE_SUFFIXES)} files (ImageFolder layout)"
         )
-    images = []
+    images: list[tuple[Path, str, Image.Image]] = []
     for f, _ in files:
         with Image.open(f) as im:
             images.append((f, im.mode, im.copy()))
     grey = all(mode in ("1", "L", "LA", "I", "I;16", "F") for _, mode, _ in images)
     arrays, size = [], images[0][2].size
-    for f, _, im in images:
-        if im.size != size:
+    for f, _, img in images:
+        if img.size != size:
             raise InputError(
-                f"{f}: {im.size[0]}x{im.size[1]} pixels, {files[0][0]} is {size[0]}x{size[1]}; "
+                f"{f}: {img.size[0]}x{img.size[1]} pixels, {files[0][0]} is {size[0]}x{size[1]}; "
                 "all images must have one size (EdgeML never resizes)"
             )
-        a = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
+        a = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
         arrays.append(a[None] if grey else np.moveaxis(a, -1, 0))
     y = np.asarray([k for _, k in files], np.int64)
     return PixelData(np.stack(arrays), y, None, tuple(classes), str(path))

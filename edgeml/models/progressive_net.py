@@ -6,8 +6,7 @@ exit training and calibration live in :mod:`edgeml.progressive`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -36,27 +35,9 @@ class ProgressiveNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.exits: tuple[int, ...] = tuple(sorted(heads))
         self.heads = nn.ModuleDict({str(k): heads[k] for k in self.exits})
-        # Set by from_module: the cut node names of the source module the blocks end at.
+        # Set by edgeml.partition.module_net.from_module: the cut node names of the source
+        # module that the blocks end at.
         self.cut_nodes: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_module(
-        cls,
-        model: nn.Module,
-        exits_after: Sequence[str | int] | str = "auto",
-        example: torch.Tensor | None = None,
-        exit_heads: Mapping[str, nn.Module] | Callable[..., nn.Module] | None = None,
-        **kwargs: Any,
-    ) -> ProgressiveNet:
-        """Cut any traceable classifier into blocks at its fx cut points, with an exit head
-        after each chosen cut and the model's own classifier as the final exit.
-
-        See :func:`edgeml.partition.module_net.from_module` (imported here lazily: cutting
-        a graph is the partition package's job, the zoo only holds the structure).
-        """
-        from edgeml.partition.module_net import from_module
-
-        return from_module(model, exits_after, example, exit_heads, **kwargs)
 
     @property
     def num_blocks(self) -> int:

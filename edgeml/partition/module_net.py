@@ -57,7 +57,7 @@ def auto_exits(cuts: Sequence[CutPoint]) -> list[CutPoint]:
     stage_end: dict[tuple[int, int], CutPoint] = {}
     for c in inner:
         if len(c.shape) == 4 and c.shape[2] > 1 and c.shape[3] > 1:
-            stage_end[c.shape[2:]] = c  # type: ignore[index]
+            stage_end[c.shape[2:]] = c
     ends = sorted(stage_end.values(), key=lambda c: c.index)[:-1]
     if ends:
         return ends[-MAX_AUTO_EXITS:]
@@ -173,7 +173,7 @@ def _cut_blocks(model: nn.Module, graph: fx.Graph, nodes: Sequence[str]) -> list
     positions = {node.name: (pos, node) for pos, node in _cut_positions(graph)}
     all_nodes = list(graph.nodes)
     blocks: list[nn.Module] = []
-    start, inputs = 0, {}
+    start, inputs = 0, dict[fx.Node, str]()
     for name in nodes:
         pos, crossing = positions[name]
         sub = _sub_graph(all_nodes[start : pos + 1], inputs=inputs, output=crossing)

@@ -26,7 +26,7 @@ def train_exits(
     Returns the mean loss per epoch. One-cycle AdamW: the best accuracy per image seen,
     which matters on a 2-core machine with a fixed time budget. Items may be ``(x, y)``
     or ``(x, y, level)``. ``exits-only`` freezes every block -- for a net made by
-    ``ProgressiveNet.from_module`` that includes the model's own classifier, so the final
+    ``edgeml.from_module`` that includes the model's own classifier, so the final
     exit stays bit-identical -- and keeps their batch norm in eval mode.
     """
     torch.manual_seed(cfg.seed)
@@ -37,10 +37,10 @@ def train_exits(
         for p in net.blocks.parameters():
             p.requires_grad_(False)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net.to(memory_format=fmt)
+    net.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack it
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(datasets(0)) // cfg.batch_size)
+    steps_per_epoch = -(-len(datasets(0)) // cfg.batch_size)  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2
     )
@@ -76,6 +76,6 @@ def train_exits(
             bar.set_postfix(loss=f"{total / count:.3f}")
         history.append(total / max(count, 1))
         log.info("epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, history[-1])
-    net.to(memory_format=torch.contiguous_format)
+    net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     net.eval()
     return history

@@ -164,9 +164,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t0 = start % self.trace.duration_s + self.trace.duration_s
         self._t = self._t0
         n = sc.episode_steps
-        self._stream = InputStream.generate(
-            self._difficulty, n, rng, sc.input_rate, sc.stream
-        )
+        self._stream = InputStream.generate(self._difficulty, n, rng, sc.input_rate, sc.stream)
         self._samples = self._stream.samples.tolist()
         self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()
         self._load = background_load(n, rng, sc.input_rate, sc.load).tolist()
