@@ -210,7 +210,11 @@ def _flag(prefix: str, name: str) -> str:
 
 
 #: Short names kept for flags users already type.
-ALIASES = {"trace_split": ("--split",)}
+ALIASES = {
+    "trace_split": ("--split",),
+    "input_rate": ("--rate",),
+    "probe_interval_s": ("--probe-after-s",),
+}
 
 
 def add_scenario_flags(
@@ -230,7 +234,7 @@ def add_scenario_flags(
             sub_help = _param_help(type(default))
             for sf in fields(default):
                 v = getattr(default, sf.name)
-                kw: dict[str, Any] = {"type": float, "default": v}
+                kw: dict[str, Any] = {"type": float, "default": v, "metavar": sf.name.upper()}
                 if isinstance(v, tuple):
                     kw.update(nargs=2, metavar=("LOW", "HIGH"))
                 group.add_argument(
@@ -246,8 +250,8 @@ def add_scenario_flags(
         choices = {"reward": ("outcome", "expected"), "trace_split": ("train", "test", "all")}
         group.add_argument(
             _flag("", f.name), *ALIASES.get(f.name, ()), dest=f"scenario__{f.name}",
-            type=kind, default=default,
-            choices=choices.get(f.name), help=helps.get(f.name, ""),
+            type=kind, default=default, choices=choices.get(f.name),
+            metavar=None if f.name in choices else f.name.upper(), help=helps.get(f.name, ""),
         )  # fmt: skip
 
 

@@ -14,6 +14,10 @@ import sys
 from typing import Any
 
 from edgeml.decision.policies import LIVE_BASELINES
+from edgeml.decision.scenario import Scenario, add_scenario_flags, scenario_from_args
+
+# Scenario fields a live run takes from elsewhere: the bundle argument, the link's trace.
+SOURCE_FIELDS = ("bundle", "traces", "trace_split", "families")
 
 __all__ = [
     "add_demo_args",
@@ -47,15 +51,6 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="scenes[:SEED], fashion-mnist[:SEED], a directory of .png/.npy, or a "
         ".npy/.npz file (default: the stream matching the bundle's dataset)",
     )
-    p.add_argument("--rate", type=float, default=10.0, help="inputs per second (0: flat out)")
-    p.add_argument("--deadline-ms", type=float, default=100.0, help="per-input deadline")
-    p.add_argument(
-        "--edge-slowdown",
-        type=float,
-        default=12.0,
-        help="emulated edge slowness: sleeps (factor-1) x the measured compute",
-    )
-    p.add_argument("--codec", default="int8", help="tensor codec on the link")
     p.add_argument("--log", default=None, metavar="OUT.jsonl", help="one JSON line per input")
     p.add_argument(
         "--metrics-port",
@@ -64,7 +59,6 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="Prometheus /metrics port on 127.0.0.1 (unset: off)",
     )
     p.add_argument("--max-inputs", type=int, default=None, help="stop after this many inputs")
-    p.add_argument("--rtt-ms", type=float, default=40.0, help="RTT assumed until measured")
     p.add_argument(
         "--link-trace",
         default=None,
@@ -77,19 +71,6 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="add this RTT in user space (default with --link-trace: --rtt-ms)",
-    )
-    p.add_argument(
-        "--grace-ms",
-        type=float,
-        default=None,
-        help="wait this long past the deadline for the cloud before answering locally "
-        "(default: as long as the cheapest local answer takes)",
-    )
-    p.add_argument(
-        "--probe-after-s",
-        type=float,
-        default=1.0,
-        help="probe the link after this long without a measurement",
     )
     p.add_argument(
         "--ready-file",
@@ -115,6 +96,13 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--run", default="", help="label written into every log line")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=Scenario.input_rate,
+        help="inputs per second (0: flat out; the scenario's input_rate)",
+    )
+    add_scenario_flags(p, skip=(*SOURCE_FIELDS, "input_rate"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     p.add_argument(
         "--no-malloc-tuning",
@@ -138,13 +126,15 @@ def cmd_edge(args: argparse.Namespace) -> int:
         print(f"edgeml edge: --token-env: ${args.token_env} is not set", file=sys.stderr)
         return 2
     try:
+        sc = scenario_from_args(args, bundle=args.bundle, input_rate=args.rate or 10.0)
         cfg = EdgeConfig(
             bundle=args.bundle, cloud=args.cloud, policy=args.policy, source=args.source,
-            rate=args.rate, deadline_ms=args.deadline_ms, edge_slowdown=args.edge_slowdown,
-            codec=args.codec, log=args.log, metrics_port=args.metrics_port,
-            max_inputs=args.max_inputs, rtt_ms=args.rtt_ms, link_trace=args.link_trace,
+            rate=args.rate, deadline_ms=sc.deadline_ms, edge_slowdown=sc.edge_slowdown,
+            codec=sc.codec, log=args.log, metrics_port=args.metrics_port,
+            max_inputs=args.max_inputs, rtt_ms=sc.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
-            probe_after_s=args.probe_after_s, grace_ms=args.grace_ms, recheck_s=args.recheck_s,
+            probe_after_s=sc.probe_interval_s, probe_bytes=int(sc.probe_bytes),
+            grace_ms=sc.grace_ms, recheck_s=args.recheck_s, base_scenario=sc,
             ready_file=args.ready_file, token=token,
             root_ca=args.root_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
             threads=args.threads, run=args.run, seed=args.seed,
@@ -166,22 +156,19 @@ def _add_live_run_args(p: argparse.ArgumentParser, inputs_help: str, out: str) -
         help="comma-separated baselines run on the same trace and inputs",
     )
     p.add_argument("--inputs", type=int, default=300, help=inputs_help)
-    p.add_argument("--rate", type=float, default=10.0, help="inputs per second")
-    p.add_argument("--deadline-ms", type=float, default=100.0)
-    p.add_argument("--edge-slowdown", type=float, default=12.0)
-    p.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT added in user space")
-    p.add_argument("--codec", default="int8")
     p.add_argument("--out", default=out, help="directory for logs, JSON and PNG")
     p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    add_scenario_flags(p, skip=SOURCE_FIELDS)
 
 
 def _live_run_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields that ``--bundle``, ``--policy`` and :func:`_add_live_run_args` set."""
+    sc = scenario_from_args(args, bundle=args.bundle)
     return {
         "bundle": args.bundle, "policy": args.policy,
         "baselines": tuple(b for b in args.baselines.split(",") if b), "inputs": args.inputs,
-        "rate": args.rate, "deadline_ms": args.deadline_ms, "edge_slowdown": args.edge_slowdown,
-        "rtt_ms": args.rtt_ms, "codec": args.codec, "out": args.out, "seed": args.seed,
+        "rate": sc.input_rate, "deadline_ms": sc.deadline_ms, "edge_slowdown": sc.edge_slowdown,
+        "rtt_ms": sc.rtt_ms, "codec": sc.codec, "out": args.out, "seed": args.seed,
     }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from edgeml.bundle import Bundle
 from edgeml.decision.policies import LIVE_BASELINES
+from edgeml.decision.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,11 @@ class LiveConfig:
     policy: str | None = None
     baselines: tuple[str, ...] = LIVE_BASELINES
     inputs: int = 300
-    rate: float = 10.0
-    deadline_ms: float = 100.0
-    edge_slowdown: float = 12.0
-    rtt_ms: float = 40.0
-    codec: str = "int8"
+    rate: float = Scenario.input_rate
+    deadline_ms: float = Scenario.deadline_ms
+    edge_slowdown: float = Scenario.edge_slowdown
+    rtt_ms: float = Scenario.rtt_ms
+    codec: str = Scenario.codec
     out: str = "demo-out"
     seed: int = 0
 
@@ -132,7 +133,6 @@ def resolve_policy(
     for cand in _policy_candidates():
         if cand.is_file():
             return str(cand), "shipped"
-    from edgeml.decision.scenario import Scenario
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import TrainConfig, train_agent
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeml.decision.scenario import Scenario
 from edgeml.transport.client import check_targets
 
 __all__ = ["EdgeConfig"]
+
+_D = Scenario()  # the scenario's defaults are the daemon's: written once, there
 
 
 @dataclass
@@ -50,36 +52,39 @@ class EdgeConfig:
         for its model again (it returns once it runs the edge's).
     :param run: a label copied into every log line (e.g. the policy's name in the demo).
     :param seed: seed of the ``random`` policy.
+    :param base_scenario: the rest of the scenario (``edgeml edge``'s scenario flags); the
+        fields above override it, and the result is what the policy is checked against.
     """
 
     bundle: str | Path
     cloud: str
     policy: str
     source: str | None = None
-    rate: float = 10.0
-    deadline_ms: float = 100.0
-    edge_slowdown: float = 12.0
-    codec: str = "int8"
+    rate: float = _D.input_rate
+    deadline_ms: float = _D.deadline_ms
+    edge_slowdown: float = _D.edge_slowdown
+    codec: str = _D.codec
     log: str | Path | None = None
     metrics_port: int | None = None
     max_inputs: int | None = None
-    rtt_ms: float = 40.0
+    rtt_ms: float = _D.rtt_ms
     link_trace: str | Path | None = None
     link_offset_s: float = 0.0
     link_rtt_ms: float | None = None
-    probe_after_s: float = 1.0
-    probe_bytes: int = 4000
+    probe_after_s: float = _D.probe_interval_s
+    probe_bytes: int = int(_D.probe_bytes)
     token: str | None = None
     root_ca: str | Path | None = None
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
     threads: int = 1
-    grace_ms: float | None = None
+    grace_ms: float | None = _D.grace_ms
     reconnect_every_s: float = 0.5
     recheck_s: float = 2.0
     ready_file: str | Path | None = None
     run: str = ""
     seed: int = 0
+    base_scenario: Scenario | None = None
 
     def __post_init__(self) -> None:
         def need(name: str, ok: bool, allowed: str) -> None:
@@ -115,7 +120,8 @@ class EdgeConfig:
     @property
     def scenario(self) -> Scenario:
         """The decision core's scenario of this daemon (what its policy plans for)."""
-        return Scenario(
+        return replace(
+            self.base_scenario or _D,
             bundle=str(self.bundle), codec=self.codec, edge_slowdown=self.edge_slowdown,
             rtt_ms=self.rtt_ms, deadline_ms=self.deadline_ms, grace_ms=self.grace_ms,
             input_rate=self.rate or 10.0, probe_interval_s=self.probe_after_s,
