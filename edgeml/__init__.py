@@ -9,9 +9,16 @@ The Python API, loaded lazily so ``import edgeml`` stays light (no torch until u
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# ``import edgeml`` is enough for ``gymnasium.make("edgeml/EdgeCloud-v0")``: the env is
+# registered by an entry-point string (nothing heavy loads until make()), and only where
+# gymnasium is installed (the torch-free edge install has none).
+if importlib.util.find_spec("gymnasium") is not None:
+    from edgeml.rl_agent import ENV_ID as _ENV_ID  # noqa: F401  (registers the env)
 __all__ = ["Bundle", "ProgressiveNet", "build", "from_module", "load_model"]
 
 if TYPE_CHECKING:

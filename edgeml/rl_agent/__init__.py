@@ -1,9 +1,8 @@
 """RL agent: traces, input dynamics, the ``edgeml/EdgeCloud-v0`` env, baselines, PPO.
 
-Importing this package registers the environment, so after ``import edgeml.rl_agent``
+Importing this package (``import edgeml`` does) registers the environment, so
 ``gymnasium.make("edgeml/EdgeCloud-v0")`` works with no arguments (default bundle and the
-shipped trace sample). Without the import, gymnasium's module prefix does it:
-``gymnasium.make("edgeml.rl_agent:edgeml/EdgeCloud-v0")``.
+shipped trace sample).
 """
 
 from __future__ import annotations
