@@ -1,8 +1,12 @@
 """The on-disk bundle: the one contract edge, cloud, simulator and trainer all load.
 
 A bundle is a directory with ``manifest.json``, ``weights.pt``, ``calibration.npz`` and
-(after profiling) ``profile.json``. Loading checks the weights against the manifest's
-sha256, so an edge and a cloud that load the same bundle run the very same network.
+(after profiling) ``profile.json``, optionally ONNX files of the edge segments and exit
+heads (``edgeml export``, recorded under the manifest's ``onnx``). Loading checks the
+weights against the manifest's sha256, so an edge and a cloud that load the same bundle run
+the very same network. ``Bundle.load(path, weights=False)`` reads everything but the
+network (no torch import): what a torch-free ONNX edge uses; it still checks the weights'
+hash when the file is there, and the ONNX runner checks the hashes of the files it opens.
 """
 
 from __future__ import annotations
@@ -14,15 +18,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from edgeml import __version__
 from edgeml.errors import InputError
-from edgeml.models import build_model
-from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.progressive.calibrate import Calibration
+
+if TYPE_CHECKING:  # torch loads only when the network does (a torch-free edge never does)
+    from edgeml.models.progressive_net import ProgressiveNet
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,9 @@ class Manifest:
     edgeml_version: str = __version__
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     build: dict[str, Any] = field(default_factory=dict)  # command, config, timings, accuracy
+    # {"opset", "weights_sha256", "variants": {precision: {name: {"path", "sha256"}}}}
+    # written by edgeml.export.onnx; empty when the bundle has no ONNX files
+    onnx: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -126,6 +132,7 @@ class Manifest:
             weights_sha256=_field(d, "weights_sha256", str), format_version=version,
             edgeml_version=_field(d, "edgeml_version", str), created=_field(d, "created", str),
             build=_field(d, "build", dict) if "build" in d else {},
+            onnx=_onnx_section(d["onnx"]) if "onnx" in d else {},
         )  # fmt: skip
         if not m.exits or m.exits[-1] != m.blocks:
             raise BundleError(f"exits: last exit must be block {m.blocks}, got {list(m.exits)}")
@@ -138,17 +145,33 @@ class Manifest:
         return len(self.exits)
 
 
+def _onnx_section(v: Any) -> dict[str, Any]:
+    """The manifest's ``onnx`` field, checked field by field (see :class:`Manifest`)."""
+    d = _typed("onnx", v, dict)
+    if not d:
+        return {}
+    _field(d, "opset", int, "onnx")
+    _field(d, "weights_sha256", str, "onnx")
+    for prec, files in _field(d, "variants", dict, "onnx").items():
+        at = f"onnx.variants.{prec}"
+        for name, entry in _typed(at, files, dict).items():
+            _field(_typed(f"{at}.{name}", entry, dict), "path", str, f"{at}.{name}")
+            _field(entry, "sha256", str, f"{at}.{name}")
+    return d
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class Bundle:
-    """A loaded bundle; ``net`` is in eval mode and shared read-only by its users."""
+    """A loaded bundle; ``net`` is in eval mode and shared read-only by its users (None when
+    loaded with ``weights=False``)."""
 
     path: Path
     manifest: Manifest
-    net: ProgressiveNet
+    net: ProgressiveNet | None
     calibration: Calibration | None
     profile: dict[str, Any] | None
 
@@ -157,8 +180,12 @@ class Bundle:
         return self.manifest.weights_sha256
 
     @classmethod
-    def load(cls, path: str | Path, need_calibration: bool = True) -> Bundle:
-        """Load and verify; a hash mismatch is refused with a message that says so."""
+    def load(cls, path: str | Path, need_calibration: bool = True, weights: bool = True) -> Bundle:
+        """Load and verify; a hash mismatch is refused with a message that says so.
+
+        ``weights=False`` skips building the network (and importing torch): ``net`` is None,
+        ``weights.pt`` may be absent, and is still hash-checked when present.
+        """
         path = Path(path)
         if not path.is_dir():
             raise BundleError(
@@ -174,37 +201,19 @@ class Bundle:
         except BundleError as exc:
             raise BundleError(f"{path / MANIFEST}: {exc}") from None
         if not (path / WEIGHTS).is_file():
-            raise BundleError(f"{path}: no {WEIGHTS}; rebuild the bundle with `edgeml build`")
-        raw = (path / WEIGHTS).read_bytes()
-        digest = sha256_bytes(raw)
-        if digest != manifest.weights_sha256:
-            raise BundleError(
-                f"{path / WEIGHTS}: sha256 {digest[:16]}... does not match the manifest's "
-                f"weights_sha256 {manifest.weights_sha256[:16]}...; the weights were changed "
-                "or belong to another bundle. Refusing to load."
-            )
-        name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
-        try:
-            net = build_model(name, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise BundleError(
-                f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
-                f"{exc}"
-            ) from None
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0][:200]
-            raise BundleError(
-                f"{path / WEIGHTS}: does not fit the manifest's model {name!r} ({first})"
-            ) from None
-        net.eval()
-        if tuple(net.exits) != manifest.exits:
-            raise BundleError(
-                f"{path / MANIFEST}: field 'exits' is {list(manifest.exits)}, "
-                f"the model {name!r} has exits {list(net.exits)}"
-            )
+            if weights:
+                raise BundleError(f"{path}: no {WEIGHTS}; rebuild the bundle with `edgeml build`")
+            net = None
+        else:
+            raw = (path / WEIGHTS).read_bytes()
+            digest = sha256_bytes(raw)
+            if digest != manifest.weights_sha256:
+                raise BundleError(
+                    f"{path / WEIGHTS}: sha256 {digest[:16]}... does not match the manifest's "
+                    f"weights_sha256 {manifest.weights_sha256[:16]}...; the weights were "
+                    "changed or belong to another bundle. Refusing to load."
+                )
+            net = cls._build_net(path, manifest, raw) if weights else None
         cal = None
         if (path / CALIBRATION).is_file():
             cal = Calibration.load(path / CALIBRATION)
@@ -230,6 +239,37 @@ class Bundle:
         return cls(path, manifest, net, cal, profile)
 
     @staticmethod
+    def _build_net(path: Path, manifest: Manifest, raw: bytes) -> ProgressiveNet:
+        """The manifest's model with ``raw`` (weights.pt's bytes) loaded, in eval mode."""
+        import torch
+
+        from edgeml.models import build_model
+
+        name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
+        try:
+            net = build_model(name, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise BundleError(
+                f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
+                f"{exc}"
+            ) from None
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0][:200]
+            raise BundleError(
+                f"{path / WEIGHTS}: does not fit the manifest's model {name!r} ({first})"
+            ) from None
+        net.eval()
+        if tuple(net.exits) != manifest.exits:
+            raise BundleError(
+                f"{path / MANIFEST}: field 'exits' is {list(manifest.exits)}, "
+                f"the model {name!r} has exits {list(net.exits)}"
+            )
+        return net
+
+    @staticmethod
     def save(
         path: str | Path,
         net: ProgressiveNet,
@@ -237,6 +277,8 @@ class Bundle:
         calibration: Calibration | None = None,
     ) -> Path:
         """Write weights, then the manifest with their hash (so a half-written bundle fails)."""
+        import torch
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeml.data.torch_datasets import denormalize
+from edgeml.data.preprocess import denormalize
 
 BRIGHT = 0.3
 

@@ -7,20 +7,17 @@ import torch
 from torch.utils.data import Dataset
 
 from edgeml.data.fashion_mnist import source_split
-from edgeml.data.scenes import FRAME, SceneStream
+from edgeml.data.preprocess import DATASETS, INPUT_SHAPES, denormalize, normalize
+from edgeml.data.scenes import SceneStream
 
-DATASETS = ("fashion-mnist", "scenes")
-INPUT_SHAPES = {"fashion-mnist": (1, 28, 28), "scenes": (1, FRAME, FRAME)}
-_MEAN, _STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Map [0, 1] pixels to the network's input scale (same on edge and in training)."""
-    return (x - _MEAN) / _STD
-
-
-def denormalize(x: np.ndarray) -> np.ndarray:
-    return x * _STD + _MEAN
+__all__ = [
+    "DATASETS",
+    "INPUT_SHAPES",
+    "FashionMNISTDataset",
+    "SceneDataset",
+    "denormalize",
+    "normalize",
+]
 
 
 class FashionMNISTDataset(Dataset):

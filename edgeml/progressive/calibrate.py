@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from edgeml.data.features import difficulty_feature
 from edgeml.errors import InputError, load_npz
-from edgeml.models.progressive_net import ProgressiveNet
+
+if TYPE_CHECKING:  # torch only to build a table: loading one stays torch-free (the edge)
+    from torch.utils.data import Dataset
+
+    from edgeml.models.progressive_net import ProgressiveNet
 
 LEVELS = 5
 
@@ -68,16 +70,20 @@ class Calibration:
         return cal
 
 
-@torch.no_grad()
 def exit_outputs(
     net: ProgressiveNet, data: Dataset, batch_size: int = 256, progress: bool = True
 ) -> tuple[np.ndarray, ...]:
     """Run every exit on ``data``: (pred, conf, labels, levels, difficulty features)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
     net.eval()
     preds, confs, labels, levels, feats = [], [], [], [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     for x, y, lvl in tqdm(loader, desc="calibrate", disable=not progress):
-        probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
+        with torch.no_grad():
+            probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
         c, p = probs.max(dim=2)
         preds.append(p.numpy().astype(np.int16))
         confs.append(c.numpy().astype(np.float32))

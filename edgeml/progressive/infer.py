@@ -13,22 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from edgeml.models.progressive_net import ProgressiveNet
+from edgeml.progressive.rule import TAUS, Answer, stops_at
 
-# The tau grid of the action space; index 0 means "no early stop".
-TAUS: tuple[float, ...] = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7)
-
-
-@dataclass(frozen=True)
-class Answer:
-    class_id: int
-    confidence: float
-    exit_index: int  # position in ``net.exits``
-    exit_block: int
-
-
-def stops_at(confidence: float, tau: float) -> bool:
-    """True when an exit with this confidence ends the run under threshold ``tau``."""
-    return tau < 1.0 and confidence >= tau
+__all__ = ["TAUS", "Answer", "SegmentResult", "run_action", "run_segment", "stops_at"]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeml.progressive.infer import TAUS
+from edgeml.progressive.rule import TAUS
 from edgeml.rl_agent.env import EdgeCloudEnv
 
 __all__ = [

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeml.partition.cost import CostModel
 from edgeml.progressive.calibrate import Calibration
-from edgeml.progressive.infer import TAUS
+from edgeml.progressive.rule import TAUS
 
 __all__ = ["ActionCosts", "Outcomes", "expected_over_stops"]
 

@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from edgeml.bundle import Bundle
 from edgeml.partition.cost import CostModel
-from edgeml.progressive.infer import TAUS
+from edgeml.progressive.rule import TAUS
 from edgeml.rl_agent.observation import (
     N_LAST_LATENCIES,
     FeatureScale,

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeml.progressive.infer import TAUS
+from edgeml.progressive.rule import TAUS
 from edgeml.rl_agent.observation import history_for
 from edgeml.runtime.observation import EdgeState
 

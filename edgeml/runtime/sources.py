@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.data.torch_datasets import normalize
+from edgeml.data.preprocess import normalize
 
 log = logging.getLogger(__name__)
 
