@@ -1,8 +1,12 @@
 """The on-disk bundle: the one contract edge, cloud, simulator and trainer all load.
 
 A bundle is a directory with ``manifest.json``, ``weights.pt``, ``calibration.npz`` and
-(after profiling) ``profile.json``. Loading checks the weights against the manifest's
-sha256, so an edge and a cloud that load the same bundle run the very same network.
+(after profiling) ``profile.json``, optionally ONNX files of the edge segments and exit
+heads (``edgeml export``, recorded under the manifest's ``onnx``). Loading checks the
+weights against the manifest's sha256, so an edge and a cloud that load the same bundle run
+the very same network. ``Bundle.load(path, weights=False)`` reads everything but the
+network (no torch import): what a torch-free ONNX edge uses; it still checks the weights'
+hash when the file is there, and the ONNX runner checks the hashes of the files it opens.
 """
 
 from __future__ import annotations
@@ -14,16 +18,16 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any, cast
 
 from edgeml import __version__
 from edgeml.data.features import DEFAULT_FEATURE, FEATURES
 from edgeml.data.preprocessing import FASHION_MNIST, Preprocessing
 from edgeml.errors import InputError
-from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.progressive.calibrate import Calibration
+
+if TYPE_CHECKING:  # torch loads only when the network does (a torch-free edge never does)
+    from edgeml.models.progressive_net import ProgressiveNet
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,10 @@ class Manifest:
             return FASHION_MNIST((self.input_shape[-2], self.input_shape[-1]))
         return Preprocessing.from_dict(self.preprocessing)
 
+    # {"opset", "weights_sha256", "variants": {precision: {name: {"path", "sha256"}}}}
+    # written by edgeml.export.onnx; empty when the bundle has no ONNX files
+    onnx: dict[str, Any] = field(default_factory=dict)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
@@ -166,6 +174,7 @@ class Manifest:
             edgeml_version=_field(d, "edgeml_version", str), created=_field(d, "created", str),
             build=_field(d, "build", dict) if "build" in d else {},
             preprocessing=prep.to_dict(), difficulty_feature=feature,
+            onnx=_onnx_section(d["onnx"]) if "onnx" in d else {},
         )  # fmt: skip
         if prep.input_shape != m.input_shape:
             raise BundleError(
@@ -183,16 +192,33 @@ class Manifest:
         return len(self.exits)
 
 
+def _onnx_section(v: Any) -> dict[str, Any]:
+    """The manifest's ``onnx`` field, checked field by field (see :class:`Manifest`)."""
+    d = _typed("onnx", v, dict)
+    if not d:
+        return {}
+    _field(d, "opset", int, "onnx")
+    _field(d, "weights_sha256", str, "onnx")
+    for prec, files in _field(d, "variants", dict, "onnx").items():
+        at = f"onnx.variants.{prec}"
+        for name, entry in _typed(at, files, dict).items():
+            _field(_typed(f"{at}.{name}", entry, dict), "path", str, f"{at}.{name}")
+            _field(entry, "sha256", str, f"{at}.{name}")
+    return d
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class Bundle:
-    """A loaded bundle; ``net`` is in eval mode and shared read-only by its users."""
+    """A loaded bundle; ``net`` is in eval mode and shared read-only by its users (None when
+    loaded with ``weights=False``)."""
 
     path: Path
     manifest: Manifest
+    # None only from ``load(weights=False)`` (the ONNX edge, which never runs the torch net)
     net: ProgressiveNet
     calibration: Calibration | None
     profile: dict[str, Any] | None
@@ -202,8 +228,12 @@ class Bundle:
         return self.manifest.weights_sha256
 
     @classmethod
-    def load(cls, path: str | Path, need_calibration: bool = True) -> Bundle:
-        """Load and verify; a hash mismatch is refused with a message that says so."""
+    def load(cls, path: str | Path, need_calibration: bool = True, weights: bool = True) -> Bundle:
+        """Load and verify; a hash mismatch is refused with a message that says so.
+
+        ``weights=False`` skips building the network (and importing torch): ``net`` is None,
+        ``weights.pt`` may be absent, and is still hash-checked when present.
+        """
         path = Path(path)
         if not path.is_dir():
             raise BundleError(
@@ -219,39 +249,19 @@ class Bundle:
         except BundleError as exc:
             raise BundleError(f"{path / MANIFEST}: {exc}") from None
         if not (path / WEIGHTS).is_file():
-            raise BundleError(f"{path}: no {WEIGHTS}; rebuild the bundle with `edgeml build`")
-        raw = (path / WEIGHTS).read_bytes()
-        digest = sha256_bytes(raw)
-        if digest != manifest.weights_sha256:
-            raise BundleError(
-                f"{path / WEIGHTS}: sha256 {digest[:16]}... does not match the manifest's "
-                f"weights_sha256 {manifest.weights_sha256[:16]}...; the weights were changed "
-                "or belong to another bundle. Refusing to load."
-            )
-        name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
-        from edgeml.partition.module_net import rebuild
-
-        try:
-            net = rebuild(manifest.model, manifest.input_shape)
-        except (ValueError, TypeError) as exc:  # InputError, PartitionError included
-            raise BundleError(
-                f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
-                f"{exc}"
-            ) from None
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0][:200]
-            raise BundleError(
-                f"{path / WEIGHTS}: does not fit the manifest's model {name!r} ({first})"
-            ) from None
-        net.eval()
-        if tuple(net.exits) != manifest.exits:
-            raise BundleError(
-                f"{path / MANIFEST}: field 'exits' is {list(manifest.exits)}, "
-                f"the model {name!r} has exits {list(net.exits)}"
-            )
+            if weights:
+                raise BundleError(f"{path}: no {WEIGHTS}; rebuild the bundle with `edgeml build`")
+            net = cast(Any, None)
+        else:
+            raw = (path / WEIGHTS).read_bytes()
+            digest = sha256_bytes(raw)
+            if digest != manifest.weights_sha256:
+                raise BundleError(
+                    f"{path / WEIGHTS}: sha256 {digest[:16]}... does not match the manifest's "
+                    f"weights_sha256 {manifest.weights_sha256[:16]}...; the weights were "
+                    "changed or belong to another bundle. Refusing to load."
+                )
+            net = cls._build_net(path, manifest, raw) if weights else cast(Any, None)
         cal = None
         if (path / CALIBRATION).is_file():
             cal = Calibration.load(path / CALIBRATION)
@@ -277,6 +287,37 @@ class Bundle:
         return cls(path, manifest, net, cal, profile)
 
     @staticmethod
+    def _build_net(path: Path, manifest: Manifest, raw: bytes) -> ProgressiveNet:
+        """The manifest's model with ``raw`` (weights.pt's bytes) loaded, in eval mode."""
+        import torch
+
+        from edgeml.partition.module_net import rebuild
+
+        name, kwargs = manifest.model["name"], manifest.model.get("kwargs", {})
+        try:
+            net = rebuild(manifest.model, manifest.input_shape)
+        except (ValueError, TypeError) as exc:  # InputError, PartitionError included
+            raise BundleError(
+                f"{path / MANIFEST}: field 'model' ({name!r}, kwargs {kwargs}) does not build: "
+                f"{exc}"
+            ) from None
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0][:200]
+            raise BundleError(
+                f"{path / WEIGHTS}: does not fit the manifest's model {name!r} ({first})"
+            ) from None
+        net.eval()
+        if tuple(net.exits) != manifest.exits:
+            raise BundleError(
+                f"{path / MANIFEST}: field 'exits' is {list(manifest.exits)}, "
+                f"the model {name!r} has exits {list(net.exits)}"
+            )
+        return net
+
+    @staticmethod
     def save(
         path: str | Path,
         net: ProgressiveNet,
@@ -284,6 +325,8 @@ class Bundle:
         calibration: Calibration | None = None,
     ) -> Path:
         """Write weights, then the manifest with their hash (so a half-written bundle fails)."""
+        import torch
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()

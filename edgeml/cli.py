@@ -183,6 +183,39 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_profile)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from edgeml.export.onnx import export_onnx, total_bytes
+
+    precisions = ("fp32", "int8") if args.int8 else ("fp32",)
+    section = export_onnx(args.bundle, precisions, calibration_frames=args.calibration_frames)
+    for prec in section["variants"]:
+        n = len(section["variants"][prec])
+        mb = total_bytes(args.bundle, prec) / 1e6
+        print(f"{prec}: {n} files ({mb:.2f} MB) under {args.bundle}/onnx/")
+    print(f"manifest {args.bundle}/manifest.json records their sha256 (onnx.variants)")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="ONNX files of the edge segments and exit heads -> bundle (torch-free edge)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "bundle", help="bundle directory (files go to BUNDLE/onnx/, hashes to its manifest)"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also a static int8 (QDQ) quantisation of the blocks, calibrated on validation frames",
+    )
+    p.add_argument(
+        "--calibration-frames", type=int, default=256, help="validation frames for --int8"
+    )
+    p.set_defaults(func=_cmd_export)
+
+
 def _add_scenario_args(p: argparse.ArgumentParser, split: str, what: str) -> None:
     """The flags behind :func:`_scenario`, shared by ``train-agent`` and ``evaluate``: the
     bundle, the traces, and one flag per field of the decision core's Scenario."""
@@ -478,6 +511,7 @@ def make_parser() -> argparse.ArgumentParser:
     for add in (
         _add_build,
         _add_profile,
+        _add_export,
         _add_train_agent,
         _add_evaluate,
         _add_serve,

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from edgeml.data.features import DEFAULT_FEATURE, difficulty_feature
 from edgeml.errors import InputError, load_npz
-from edgeml.models.progressive_net import ProgressiveNet
+
+if TYPE_CHECKING:  # torch only to build a table: loading one stays torch-free (the edge)
+    from torch.utils.data import Dataset
+
+    from edgeml.models.progressive_net import ProgressiveNet
 
 LEVELS = 5
 
@@ -68,7 +70,6 @@ class Calibration:
         return cal
 
 
-@torch.no_grad()
 def exit_outputs(
     net: ProgressiveNet,
     data: Dataset,
@@ -80,13 +81,18 @@ def exit_outputs(
 
     Items are ``(x, y, level)`` or ``(x, y)`` (level 0 then: calibration derives one).
     """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
     net.eval()
     preds, confs, labels, levels, feats = [], [], [], [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="calibrate", disable=not progress):
         x, y = batch[0], batch[1]
         lvl = batch[2] if len(batch) > 2 else torch.zeros(len(y), dtype=torch.int8)
-        probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
+        with torch.no_grad():
+            probs = torch.stack([torch.softmax(o, 1) for o in net.forward_exits(x)], dim=1)
         c, p = probs.max(dim=2)
         preds.append(p.numpy().astype(np.int16))
         confs.append(c.numpy().astype(np.float32))

@@ -13,19 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from edgeml.models.progressive_net import ProgressiveNet
+from edgeml.progressive.rule import Answer, stops_at
 
-
-@dataclass(frozen=True)
-class Answer:
-    class_id: int
-    confidence: float
-    exit_index: int  # position in ``net.exits``
-    exit_block: int
-
-
-def stops_at(confidence: float, tau: float) -> bool:
-    """True when an exit with this confidence ends the run under threshold ``tau``."""
-    return tau < 1.0 and confidence >= tau
+__all__ = ["Answer", "SegmentResult", "run_action", "run_segment", "stops_at"]
 
 
 @dataclass
