@@ -173,10 +173,12 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bundle", help="bundle directory (profile.json is written into it)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per entry (median kept)")
+    from edgeml.decision.scenario import Scenario
+
     p.add_argument(
         "--edge-slowdown",
         type=float,
-        default=12.0,
+        default=Scenario.edge_slowdown,
         help="how much slower the edge is than this machine",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads while measuring")

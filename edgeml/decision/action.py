@@ -55,11 +55,6 @@ class ActionSpace:
             and (0 <= a.tau_index < len(TAUS))
         )
 
-    def check(self, a: Action) -> Action:
-        if not self.contains(a):
-            raise ValueError(f"action: {tuple(a)} outside (splits, exits, taus) = {self.nvec}")
-        return a
-
     def sample(self, rng: np.random.Generator) -> Action:
         return Action.of(rng.integers(0, self.nvec))
 

@@ -40,7 +40,6 @@ class Outcome:
     where: str
     exit_index: int
     bytes: float
-    sent: bool
 
 
 class OutcomeRule:
@@ -81,15 +80,15 @@ class OutcomeRule:
         """The answer of an action whose edge part took ``pre_ms`` and whose cloud reply
         (if offloaded) arrives ``reply_ms`` after the input's start (``inf``: never)."""
         if not offloaded:
-            return Outcome(pre_ms, "edge", stop_exit, 0.0, False)
+            return Outcome(pre_ms, "edge", stop_exit, 0.0)
         give_up = self.give_up_ms(split, exit_index, edge_load)
         sent = pre_ms < give_up
         if sent and reply_ms <= give_up:
-            return Outcome(reply_ms, "cloud", stop_exit, nbytes, True)
+            return Outcome(reply_ms, "cloud", stop_exit, nbytes)
         at = give_up if sent else pre_ms
         k = self.fallback_exit(split, exit_index, at, edge_load)
         finish = self.cost.local_finish_ms(split, k, edge_load)
-        return Outcome(at + finish, "fallback", k, nbytes if sent else 0.0, sent)
+        return Outcome(at + finish, "fallback", k, nbytes if sent else 0.0)
 
     def apply_to_table(
         self, latency: np.ndarray, offloaded: np.ndarray, edge_load: float

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BASELINES",
-    "EDGE_BASELINES",
     "LIVE_BASELINES",
     "POLICY_KINDS",
     "TEACHERS",
@@ -329,7 +328,6 @@ TEACHERS: dict[str, Callable[[World], Policy]] = {
     **BASELINES,
     "edgent-last": lambda w: Edgent(w, estimate="last"),
 }
-EDGE_BASELINES = tuple(n for n, f in TEACHERS.items() if not n.startswith("oracle"))
 #: The baselines a live comparison (``demo``, ``emulate``) runs next to the policy.
 LIVE_BASELINES = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
 POLICY_KINDS = (

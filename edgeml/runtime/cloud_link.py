@@ -52,7 +52,6 @@ class Sent:
     reason: str | None
     sent: bool
     nbytes: int
-    elapsed_s: float
 
 
 class CloudLink:
@@ -220,12 +219,12 @@ class CloudLink:
             lat["cloud_compute"] = result.compute_ms
             with self.lock:
                 self.estimator.observe(result.sent_bytes, max(elapsed - result.server_ms / 1e3, 0))
-            return Sent(result, None, True, result.sent_bytes, elapsed)
+            return Sent(result, None, True, result.sent_bytes)
         lat["network"] = elapsed * 1e3
         if reason == "deadline" and sent:
             with self.lock:
                 self.estimator.observe_timeout(nbytes, elapsed)
-        return Sent(None, reason, sent, nbytes if reason == "deadline" and sent else 0, elapsed)
+        return Sent(None, reason, sent, nbytes if reason == "deadline" and sent else 0)
 
     # ------------------------------------------------------------------ probes
 

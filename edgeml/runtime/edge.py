@@ -151,9 +151,6 @@ class EdgeDaemon:
 
     # ------------------------------------------------------------------ one input
 
-    def _now_s(self) -> float:
-        return time.monotonic() - self._t0
-
     def _fallback(
         self, hidden: torch.Tensor, s: int, e: int, tau: float, deadline: float, load: float
     ) -> tuple[Answer, float, float]:
