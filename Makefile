@@ -6,7 +6,18 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: setup demo test lint bench clean iproute2
 
-setup: $(STAMP) $(FMNIST) iproute2
+EDGE_VENV  := .venv-edge
+EDGE_STAMP := $(EDGE_VENV)/.edgeml-installed
+
+setup: $(STAMP) $(EDGE_STAMP) $(FMNIST) iproute2
+
+# The torch-free edge install, `pip install '.[edge]'`, exactly as a device gets it (editable,
+# so it runs this checkout): tests/test_torch_free_edge.py runs `edgeml edge` from it.
+$(EDGE_STAMP): pyproject.toml
+	test -x $(EDGE_VENV)/bin/python || python3 -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EDGE_VENV)/bin/python -m pip install -q -e '.[edge]'
+	touch $(EDGE_STAMP)
 
 # `edgeml emulate` needs ip and tc (network namespaces, tbf); install them only if missing,
 # and never fail the set-up over it (without them the emulation tests skip).
@@ -23,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build is on the local wheel index; unpinned pulls CUDA.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
 demo: setup
@@ -38,7 +49,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(EDGE_VENV) build *.egg-info
 
 # --- deploy-check: lint/validate deploy/ (Dockerfiles, YAML, kustomize, compose) and run the
 # broken-fixture tests. Its tools live in their own venv, deploy/.venv, pinned in

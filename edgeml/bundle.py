@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from edgeml import __version__
 from edgeml.data.features import DEFAULT_FEATURE, FEATURES
 from edgeml.data.preprocessing import FASHION_MNIST, Preprocessing
+from edgeml.decision.scenario import EDGE_PRECISIONS, EDGE_RUNTIMES
 from edgeml.errors import InputError
 from edgeml.progressive.calibrate import Calibration
 
@@ -123,6 +124,27 @@ class Manifest:
     # {"opset", "weights_sha256", "variants": {precision: {name: {"path", "sha256"}}}}
     # written by edgeml.export.onnx; empty when the bundle has no ONNX files
     onnx: dict[str, Any] = field(default_factory=dict)
+
+    def has_onnx(self, precision: str = "fp32") -> bool:
+        """True when the manifest lists ONNX files for ``precision``."""
+        return bool(self.onnx.get("variants", {}).get(precision))
+
+    def edge_runtime(self, requested: str | None, precision: str = "fp32") -> str:
+        """The edge's runtime label ``runtime/precision`` (``onnx/fp32``, ``torch/fp32``,
+        ``onnx/int8``): ``requested`` if given (checked), else onnx when the bundle has the
+        files for ``precision``, else torch. The cost model plans with this runtime's timings
+        and the daemon runs it, so both resolve it here."""
+        if precision not in EDGE_PRECISIONS:
+            raise ValueError(
+                f"edge_precision: {precision!r}; allowed: {', '.join(EDGE_PRECISIONS)}"
+            )
+        if requested is None:
+            requested = "onnx" if self.has_onnx(precision) else "torch"
+        if requested not in EDGE_RUNTIMES:
+            raise ValueError(f"edge_runtime: {requested!r}; allowed: {', '.join(EDGE_RUNTIMES)}")
+        if requested == "torch" and precision != "fp32":
+            raise ValueError(f"edge_precision: {precision!r} needs edge_runtime onnx (torch: fp32)")
+        return f"{requested}/{precision}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

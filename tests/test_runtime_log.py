@@ -24,7 +24,8 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "correct": (bool, type(None)), "offloaded": (bool,), "fallback": (bool,),
     "fallback_reason": (str, type(None)), "bytes": (int,), "deadline_ms": NUM,
     "in_deadline": (bool,), "timely": (bool, type(None)), "latency_ms": (dict,),
-    "edge_slowdown": NUM, "cpu_load": NUM, "edge_load": NUM, "bw_estimate_mbps": (*NUM, type(None)),
+    "edge_slowdown": NUM, "edge_runtime": (str,), "cpu_load": NUM, "edge_load": NUM,
+    "bw_estimate_mbps": (*NUM, type(None)),
     "rtt_estimate_ms": NUM, "link_mbps": (*NUM, type(None)), "trace_s": (*NUM, type(None)),
     "cloud_batch": (int, type(None)), "edge_speed": NUM, "cloud_speed": NUM,
 }  # fmt: skip

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,12 +57,17 @@ class World:
 
     @classmethod
     def from_bundle(cls, bundle: Any, scenario: Scenario) -> World:
-        """From a loaded bundle (profiled and calibrated) for ``scenario``."""
+        """From a loaded bundle (profiled and calibrated) for ``scenario``; the scenario's
+        ``edge_runtime`` None is resolved here (onnx when the bundle has the files), so the
+        world's scenario names the runtime the edge plans for and runs."""
         if bundle.calibration is None:
             raise InputError(f"{bundle.path}: no calibration.npz; rebuild with `edgeml build`")
+        label = bundle.manifest.edge_runtime(scenario.edge_runtime, scenario.edge_precision)
+        scenario = replace(scenario, edge_runtime=label.split("/")[0])
         cost = CostModel.from_bundle(
-            bundle, edge_slowdown=scenario.edge_slowdown, cloud_speedup=scenario.cloud_speedup
-        )
+            bundle, edge_slowdown=scenario.edge_slowdown, cloud_speedup=scenario.cloud_speedup,
+            edge_runtime=label,
+        )  # fmt: skip
         cost.codec_index(scenario.codec)  # a clear error for an unprofiled codec
         cal = bundle.calibration
         outcomes, scale = Outcomes.from_calibration(cal), FeatureScale.from_calibration(cal)

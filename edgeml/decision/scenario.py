@@ -16,6 +16,10 @@ from typing import Any
 
 from edgeml.decision.action import TAUS
 
+#: What can run the edge's blocks (see :meth:`edgeml.bundle.Manifest.edge_runtime`).
+EDGE_RUNTIMES = ("onnx", "torch")
+EDGE_PRECISIONS = ("fp32", "int8")
+
 __all__ = [
     "LoadConfig",
     "Scenario",
@@ -84,6 +88,9 @@ class Scenario:
     :param families: keep only these trace families (None: all).
     :param codec: tensor codec on the link (a codec of the bundle's profile).
     :param edge_slowdown: how much slower than the profiling machine the edge computes.
+    :param edge_runtime: what runs the edge's blocks: onnx (ONNX Runtime) or torch (None:
+        onnx when the bundle has its ONNX files); the edge plans with that runtime's profile.
+    :param edge_precision: fp32, or int8 (the quantised ONNX blocks, their own profile).
     :param cloud_speedup: how much faster than the profiling machine the cloud computes.
     :param rtt_ms: base round-trip time of the link (assumed by the edge until measured).
     :param deadline_ms: an answer later than this is a miss; also the offload's deadline.
@@ -110,6 +117,8 @@ class Scenario:
     families: tuple[str, ...] | None = None
     codec: str = "int8"
     edge_slowdown: float = 12.0
+    edge_runtime: str | None = None
+    edge_precision: str = "fp32"
     cloud_speedup: float = 1.0
     rtt_ms: float = 40.0
     deadline_ms: float = 100.0
@@ -143,6 +152,14 @@ class Scenario:
             raise ValueError(f"grace_ms: must be >= 0 and finite, or unset; got {self.grace_ms}")
         if self.reward not in ("outcome", "expected"):
             raise ValueError(f"reward: {self.reward!r} not one of outcome, expected")
+        if self.edge_runtime not in (None, *EDGE_RUNTIMES):
+            raise ValueError(
+                f"edge_runtime: {self.edge_runtime!r} not one of {', '.join(EDGE_RUNTIMES)}"
+            )
+        if self.edge_precision not in EDGE_PRECISIONS:
+            raise ValueError(
+                f"edge_precision: {self.edge_precision!r} not one of {', '.join(EDGE_PRECISIONS)}"
+            )
         if self.trace_split not in ("train", "test", "all"):
             raise ValueError(f"trace_split: {self.trace_split!r} not one of train, test, all")
         if self.episode_steps < 1 or self.history < 1:
@@ -214,6 +231,7 @@ ALIASES = {
     "trace_split": ("--split",),
     "input_rate": ("--rate",),
     "probe_interval_s": ("--probe-after-s",),
+    "edge_runtime": ("--runtime",),
 }
 
 
@@ -247,7 +265,10 @@ def add_scenario_flags(
             kind = float
         if f.name == "families":
             kind = lambda s: tuple(x for x in s.split(",") if x)  # noqa: E731
-        choices = {"reward": ("outcome", "expected"), "trace_split": ("train", "test", "all")}
+        choices = {
+            "reward": ("outcome", "expected"), "trace_split": ("train", "test", "all"),
+            "edge_runtime": EDGE_RUNTIMES, "edge_precision": EDGE_PRECISIONS,
+        }  # fmt: skip
         group.add_argument(
             _flag("", f.name), *ALIASES.get(f.name, ()), dest=f"scenario__{f.name}",
             type=kind, default=default, choices=choices.get(f.name),

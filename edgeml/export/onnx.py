@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.bundle import MANIFEST, Bundle, BundleError
+from edgeml.decision.scenario import EDGE_PRECISIONS
 from edgeml.errors import InputError
 from edgeml.export.names import block_name, head_name, sha256_file
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["OPSET", "PRECISIONS", "block_name", "export_onnx", "head_name"]
 
 OPSET = 17
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = EDGE_PRECISIONS
 INPUT, OUTPUT = "x", "y"
 
 

@@ -20,14 +20,13 @@ little-endian header for the raw-socket path; gRPC carries the same fields in
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import lz4.frame
 import numpy as np
-import torch
-import zstandard
 
 __all__ = [
     "BASE_CODECS",
@@ -257,9 +256,16 @@ def _check_quant_params(
 # --------------------------------------------------------------------------- encode / decode
 
 
+def _torch() -> Any:
+    """torch if this process has imported it, else None: a torch-free edge never imports it
+    here, and a torch tensor can only exist once torch is imported."""
+    return sys.modules.get("torch")
+
+
 def _as_float32(t: Any) -> np.ndarray:
     """View a numpy array or torch tensor as float32 numpy, copying only when the dtype differs."""
-    if isinstance(t, torch.Tensor):
+    torch = _torch()
+    if torch is not None and isinstance(t, torch.Tensor):
         t = t.detach().cpu()
         if t.is_floating_point() and t.dtype != torch.float32:
             t = t.float()  # bfloat16 has no numpy dtype
@@ -271,12 +277,20 @@ def _as_float32(t: Any) -> np.ndarray:
 
 
 def _to_fp16(x: np.ndarray) -> np.ndarray:
-    """float32 -> float16 via torch: same rounding as numpy, ~40x faster (vectorized F16C)."""
+    """float32 -> float16, via torch where it is loaded: the same rounding as numpy, ~40x
+    faster (vectorized F16C); numpy's on a torch-free edge."""
+    torch = _torch()
+    if torch is None:
+        return np.ascontiguousarray(x).astype(np.float16)
     return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16).numpy()
 
 
 def _from_fp16(h: np.ndarray) -> np.ndarray:
-    """float16 -> float32 via torch; a read-only payload view is copied first (torch warns)."""
+    """float16 -> float32 (torch where loaded; a read-only payload view is copied first,
+    torch warns about those)."""
+    torch = _torch()
+    if torch is None:
+        return h.astype(np.float32)
     return torch.from_numpy(h if h.flags.writeable else h.copy()).to(torch.float32).numpy()
 
 
@@ -350,14 +364,26 @@ def decode(e: EncodedTensor) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=1)
-def _zstd_compressor() -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+def _zstandard() -> Any:
+    """The zstandard module; the torch-free edge install leaves it out (``edgeml[zstd]``)."""
+    try:
+        import zstandard
+    except ImportError:
+        raise CodecError(
+            "codec: the +zstd stage needs the zstandard package (pip install 'edgeml[zstd]'); "
+            "the other codecs need nothing more"
+        ) from None
+    return zstandard
 
 
 @lru_cache(maxsize=1)
-def _zstd_decompressor() -> zstandard.ZstdDecompressor:
-    return zstandard.ZstdDecompressor()
+def _zstd_compressor() -> Any:
+    return _zstandard().ZstdCompressor(level=ZSTD_LEVEL)
+
+
+@lru_cache(maxsize=1)
+def _zstd_decompressor() -> Any:
+    return _zstandard().ZstdDecompressor()
 
 
 def _entropy_decode(e: EncodedTensor, spec: CodecSpec) -> bytes:
@@ -365,6 +391,7 @@ def _entropy_decode(e: EncodedTensor, spec: CodecSpec) -> bytes:
     want = e.stored_nbytes
     try:
         if spec.entropy == "zstd":
+            zstandard = _zstandard()
             declared = zstandard.frame_content_size(e.payload)
             if declared not in (want, zstandard.CONTENTSIZE_UNKNOWN):
                 raise CodecError(

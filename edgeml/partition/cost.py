@@ -37,6 +37,10 @@ The runtime's local fallback (an offload that failed or came too late) goes on f
 
     local_finish(s, k) = slow * load * (sum B[s+1..exits[k]] + H[k])
 
+The edge's ``part`` and ``local_finish`` take ``B`` and ``H`` of the runtime the edge runs
+(``edge_runtime``: torch's are the profile's own; an ONNX edge's are the profile's
+``edge_runtimes["onnx/fp32"]`` or ``["onnx/int8"]``), the cloud's are always torch's.
+
 Everything that does not depend on the link is precomputed as arrays over
 ``(split, exit, stop exit, tau_is_one)`` in the constructor, so :meth:`CostModel.latency_ms`
 is a handful of lookups (the simulator calls it millions of times) and
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -108,6 +112,10 @@ class CostModel:
     cloud_speedup: float = 1.0
     rule_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Os, Oc, Od (see the formula)
     offload_ms: float = 0.0  # Of (see the formula)
+    # the edge's own B and H when it runs another runtime than the cloud (None: the same)
+    edge_blocks_ms: np.ndarray | None = field(default=None, repr=False)
+    edge_heads_ms: np.ndarray | None = field(default=None, repr=False)
+    edge_runtime: str = "torch/fp32"
     edge_compute_ms: np.ndarray = field(init=False, repr=False)
     cloud_compute_ms: np.ndarray = field(init=False, repr=False)
     offloaded: np.ndarray = field(init=False, repr=False)
@@ -126,6 +134,12 @@ class CostModel:
         object.__setattr__(self, "codecs", tuple(self.codecs))
         for name in ("blocks_ms", "heads_ms", "bytes", "encode_ms", "decode_ms"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        for name, same in (("edge_blocks_ms", "blocks_ms"), ("edge_heads_ms", "heads_ms")):
+            v = getattr(self, name)
+            arr = getattr(self, same) if v is None else np.asarray(v, dtype=np.float64)
+            if arr.shape != getattr(self, same).shape:
+                raise ValueError(f"{name}: need shape {getattr(self, same).shape}, got {arr.shape}")
+            object.__setattr__(self, name, arr)
         rule = tuple(float(v) for v in self.rule_ms)
         if len(rule) != len(RULE_KEYS) or min(rule) < 0:
             raise ValueError(f"rule_ms: need {len(RULE_KEYS)} values >= 0 {RULE_KEYS}, got {rule}")
@@ -150,8 +164,8 @@ class CostModel:
             )
         edge, cloud, off = _compute_tables(
             np.asarray(self.exits),
-            self.blocks_ms,
-            self.heads_ms,
+            (self._edge_blocks, self.blocks_ms),
+            (self._edge_heads, self.heads_ms),
             self.edge_slowdown,
             self.cloud_speedup,
             self.rule_ms,
@@ -170,6 +184,14 @@ class CostModel:
         object.__setattr__(self, "_cloud_l", cloud.tolist())
         object.__setattr__(self, "_off_l", off.tolist())
 
+    @property
+    def _edge_blocks(self) -> np.ndarray:
+        return cast(np.ndarray, self.edge_blocks_ms)  # set in __post_init__
+
+    @property
+    def _edge_heads(self) -> np.ndarray:
+        return cast(np.ndarray, self.edge_heads_ms)
+
     # ------------------------------------------------------------------ construction
 
     @classmethod
@@ -179,8 +201,12 @@ class CostModel:
         exits: tuple[int, ...],
         edge_slowdown: float | None = None,
         cloud_speedup: float = 1.0,
+        edge_runtime: str = "torch/fp32",
     ) -> CostModel:
-        """Build from a ``profile.json`` dict; ``edge_slowdown=None`` takes the profile's."""
+        """Build from a ``profile.json`` dict; ``edge_slowdown=None`` takes the profile's.
+
+        ``edge_runtime`` (``torch/fp32``, ``onnx/fp32``, ``onnx/int8``) picks the edge's block
+        and head times: torch's are the profile's own, the others its ``edge_runtimes``."""
         try:
             blocks = np.asarray(profile["blocks_ms"], dtype=np.float64)
             heads_raw = profile["heads_ms"]
@@ -206,6 +232,18 @@ class CostModel:
             except KeyError:
                 raise ValueError(f"codecs: every codec needs {key!r}") from None
 
+        edge_blocks, edge_heads = blocks, heads
+        if edge_runtime != "torch/fp32":
+            variants = profile.get("edge_runtimes") or {}
+            if edge_runtime not in variants:
+                raise ValueError(
+                    f"profile: no edge_runtimes[{edge_runtime!r}] (has: "
+                    f"{', '.join(variants) or 'none'}); re-run `edgeml profile` on the bundle "
+                    "with its ONNX files, or plan for --edge-runtime torch"
+                )
+            v = variants[edge_runtime]
+            edge_blocks = np.asarray(v["blocks_ms"], dtype=np.float64)
+            edge_heads = np.asarray([v["heads_ms"][str(b)] for b in exits], dtype=np.float64)
         slow = float(profile.get("edge_slowdown", 12.0)) if edge_slowdown is None else edge_slowdown
         rule = profile.get("rule_overhead_ms", {})
         os_, oc, od = (float(rule.get(k, 0.0)) for k in RULE_KEYS)
@@ -215,6 +253,7 @@ class CostModel:
             edge_slowdown=float(slow), cloud_speedup=float(cloud_speedup),
             rule_ms=(os_, oc, od),
             offload_ms=float(profile.get("offload_fixed_ms", 0.0)),
+            edge_blocks_ms=edge_blocks, edge_heads_ms=edge_heads, edge_runtime=edge_runtime,
         )  # fmt: skip
 
     @classmethod
@@ -344,8 +383,8 @@ class CostModel:
     def local_finish_ms(self, split: int, stop_exit_index: int, edge_load: float = 0.0) -> float:
         """Edge time to go on locally from ``split`` to exit ``stop_exit_index`` (blocks and
         head, slowed): the cost of a fallback answer."""
-        blocks = float(np.sum(self.blocks_ms[split : self.exits[stop_exit_index]]))
-        head = float(self.heads_ms[stop_exit_index])
+        blocks = float(np.sum(self._edge_blocks[split : self.exits[stop_exit_index]]))
+        head = float(self._edge_heads[stop_exit_index])
         return self.edge_slowdown * (1.0 + edge_load) * (blocks + head)
 
     def cheapest_fallback_ms(self, split: int, exit_index: int, edge_load: float = 0.0) -> float:
@@ -373,29 +412,30 @@ class CostModel:
 
 def _compute_tables(
     exits: np.ndarray,
-    blocks: np.ndarray,
-    heads: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray],
+    heads: tuple[np.ndarray, np.ndarray],
     slow: float,
     speedup: float,
     rule: tuple[float, float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edge ms (slowed), cloud ms and offload flags over (split, exit, stop, tau_is_one)."""
-    n, n_exits = len(blocks), len(exits)
+    """Edge ms (slowed), cloud ms and offload flags over (split, exit, stop, tau_is_one);
+    ``blocks`` and ``heads`` are (edge, cloud) pairs."""
+    n, n_exits = len(blocks[1]), len(exits)
     seg, check, decide = rule
-    cum = np.concatenate([[0.0], np.cumsum(blocks)])
+    cums = [np.concatenate([[0.0], np.cumsum(b)]) for b in blocks]
     edge = np.full((n + 1, n_exits, n_exits, 2), np.nan)
     cloud = np.full_like(edge, np.nan)
     off = np.zeros(edge.shape, dtype=bool)
 
-    def part(lo: int, hi: int, evaluated: set[int]) -> float:
+    def part(lo: int, hi: int, evaluated: set[int], side: int = 1) -> float:
         if hi <= lo:
             return 0.0
         at_exits = sum(
-            heads[k] + decide if k in evaluated else check
+            heads[side][k] + decide if k in evaluated else check
             for k in range(n_exits)
             if lo < exits[k] <= hi
         )
-        return cum[hi] - cum[lo] + seg + at_exits
+        return cums[side][hi] - cums[side][lo] + seg + at_exits
 
     for s in range(n + 1):
         for e in range(n_exits):
@@ -406,7 +446,7 @@ def _compute_tables(
                         continue
                     evaluated = {e} if t else set(range(j + 1))
                     m = min(s, b)
-                    edge[s, e, j, t] = slow * part(0, m, evaluated)
+                    edge[s, e, j, t] = slow * part(0, m, evaluated, side=0)
                     cloud[s, e, j, t] = part(s, b, evaluated) / speedup if b > s else 0.0
                     off[s, e, j, t] = b > s
     return edge, cloud, off

@@ -34,6 +34,7 @@ import torch
 from edgeml.bundle import Bundle
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.partition.codecs import CODECS, decode, encode, from_bytes, to_bytes
+from edgeml.partition.edge_profile import edge_runtime_timings
 from edgeml.progressive.infer import run_segment
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,9 @@ def measure(
         )[0]
         overheads = rule_overheads_ms(net, [hs[0] for hs in hidden], repeats, warmup)
         codec_table = {c: _profile_codec(c, hidden, repeats, warmup) for c in codecs}
+        edge_runtimes = edge_runtime_timings(
+            bundle, [h.numpy() for h in hidden[0]], repeats, warmup, min_seconds
+        )
         fixed = offload_fixed_ms(
             net, hidden[0][0], "int8" if "int8" in codecs else codecs[0],
             feature=bundle.manifest.difficulty_feature,
@@ -221,6 +225,7 @@ def measure(
         "forward_ms": round(forward_ms, 5),
         "codecs": codec_table,
         "offload_fixed_ms": round(fixed, 5),
+        "edge_runtimes": edge_runtimes,
     }
     profile["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     return profile

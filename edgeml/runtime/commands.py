@@ -130,7 +130,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         cfg = EdgeConfig(
             bundle=args.bundle, cloud=args.cloud, policy=args.policy, source=args.source,
             rate=args.rate, deadline_ms=sc.deadline_ms, edge_slowdown=sc.edge_slowdown,
-            codec=sc.codec, log=args.log, metrics_port=args.metrics_port,
+            codec=sc.codec, edge_runtime=sc.edge_runtime, edge_precision=sc.edge_precision,
+            log=args.log, metrics_port=args.metrics_port,
             max_inputs=args.max_inputs, rtt_ms=sc.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
             probe_after_s=sc.probe_interval_s, probe_bytes=int(sc.probe_bytes),

@@ -7,9 +7,9 @@ For every input of its source the daemon
    and the input's cheap difficulty feature, and builds the agent's observation from its
    own measurements (:class:`~edgeml.decision.observation.EdgeKnowledge`);
 2. asks the policy for ``(split, exit, tau)``;
-3. runs blocks ``1..s`` with the early-exit rule (:func:`~edgeml.progressive.infer.run_segment`),
-   then encodes the tensor; the emulated edge slowdown is applied honestly: after measuring
-   the compute it sleeps ``(factor - 1) x`` that time;
+3. runs blocks ``1..s`` with the early-exit rule on its runtime (ONNX Runtime or torch,
+   :mod:`.edge_net`), then encodes the tensor; the emulated edge slowdown is applied
+   honestly: after measuring the compute it sleeps ``(factor - 1) x`` that time;
 4. if the run did not stop on the edge, sends the tensor with a gRPC deadline
    (:class:`~edgeml.transport.client.EdgeClient`), optionally through the user-space link
    emulation (:mod:`.link`); on a timeout, an error or an unreachable cloud it answers
@@ -40,7 +40,7 @@ Log schema (``edgeml.edge/1``), one object per input::
     "mismatch"), bytes, deadline_ms, in_deadline, timely,
     latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
                 cloud_queue, cloud_decode, cloud_compute, fallback_compute},
-    edge_slowdown, cpu_load, edge_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps,
+    edge_slowdown, edge_runtime, cpu_load, edge_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps,
     trace_s, cloud_batch, edge_speed, cloud_speed
 
 Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
@@ -50,8 +50,9 @@ the emulated edge slowness, ``(edge_slowdown - 1) x`` the measured edge compute.
 ``edge_speed``/``cloud_speed`` are measured over profiled compute so far (see
 :class:`SpeedTracker`). ``cpu_load`` is psutil's reading (:class:`CpuLoad`); ``edge_load``
 is what the policy and the fallback timing used, ``max(cpu_load, edge_speed - 1)``.
-``t_s`` is seconds since the daemon started (monotonic); ``timely`` is ``correct and
-in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
+``edge_runtime`` is what ran the edge's blocks (``onnx/fp32``, ``onnx/int8``,
+``torch/fp32``). ``t_s`` is seconds since the daemon started (monotonic); ``timely`` is
+``correct and in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
 link's bandwidth and trace position when the input started (null on a real network).
 
 An input the network cannot take (another shape, a NaN or infinite pixel) or whose
@@ -73,16 +74,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 
 from edgeml.bundle import Bundle
 from edgeml.data.features import difficulty_feature
 from edgeml.decision.policies import Policy, World, make_policy
 from edgeml.partition.codecs import encode
 from edgeml.partition.cost import CostModel
-from edgeml.progressive.infer import Answer, run_segment
+from edgeml.progressive.rule import Answer
 from edgeml.runtime.cloud_link import CloudLink
 from edgeml.runtime.edge_config import EdgeConfig
+from edgeml.runtime.edge_net import EdgeNet, describe, load_edge_net
 from edgeml.runtime.metrics import EdgeMetrics
 from edgeml.runtime.records import (
     FALLBACK_REASONS,
@@ -119,13 +120,15 @@ class EdgeDaemon:
         self, config: EdgeConfig, bundle: Bundle | None = None, client: EdgeClient | None = None
     ) -> None:
         self.config = cfg = config
-        torch.set_num_threads(cfg.threads)
-        self.bundle = bundle or Bundle.load(cfg.bundle)
+        self.bundle = bundle or _load_bundle(cfg)
         if self.bundle.profile is None:
             raise ValueError(
                 f"{self.bundle.path}: no profile.json; run `edgeml profile {self.bundle.path}`"
             )
-        self.net = self.bundle.net.eval()
+        self.net: EdgeNet = load_edge_net(
+            self.bundle, cfg.edge_runtime, cfg.edge_precision, cfg.threads
+        )
+        log.info("edge runtime %s", describe(self.net))
         self.world = World.from_bundle(self.bundle, cfg.scenario)
         self.cost: CostModel = self.world.cost
         self.rule = self.world.rule
@@ -152,7 +155,7 @@ class EdgeDaemon:
     # ------------------------------------------------------------------ one input
 
     def _fallback(
-        self, hidden: torch.Tensor, s: int, e: int, tau: float, deadline: float, load: float
+        self, hidden: np.ndarray, s: int, e: int, tau: float, deadline: float, load: float
     ) -> tuple[Answer, float, float]:
         """Answer locally from the deepest exit past ``s`` that fits before ``deadline``.
 
@@ -162,10 +165,10 @@ class EdgeDaemon:
         elapsed_ms = self.config.deadline_ms - (deadline - time.monotonic()) * 1e3
         k = self.rule.fallback_exit(s, e, elapsed_ms, load)
         t0 = time.perf_counter()
-        res = run_segment(self.net, hidden, s, cost.exits[k], k, tau)
+        res = self.net.run_segment(hidden, s, cost.exits[k], k, tau)
         compute = time.perf_counter() - t0
         answer = res.answers[0]
-        assert answer is not None  # run_segment always answers at exit k
+        assert answer is not None  # a segment always answers at exit k
         return answer, compute, sleep_extra(compute, cost.edge_slowdown)
 
     def unusable(self, item: Item) -> str | None:
@@ -204,7 +207,8 @@ class EdgeDaemon:
             "deadline_ms": self.config.deadline_ms, "in_deadline": False,
             "timely": None if item.label is None else False,
             "latency_ms": {k: round(v, 3) for k, v in lat.items()},
-            "edge_slowdown": self.config.edge_slowdown, "cpu_load": None, "edge_load": None,
+            "edge_slowdown": self.config.edge_slowdown, "edge_runtime": describe(self.net),
+            "cpu_load": None, "edge_load": None,
             "bw_estimate_mbps": None, "rtt_estimate_ms": None, "link_mbps": None,
             "trace_s": None, "cloud_batch": None, "edge_speed": None, "cloud_speed": None,
         }  # fmt: skip
@@ -233,9 +237,8 @@ class EdgeDaemon:
         tau = action.tau
         lat["decide"] = (time.perf_counter() - t0) * 1e3
 
-        x = torch.from_numpy(item.x)
         t0 = time.perf_counter()
-        res = run_segment(self.net, x, 0, s, e, tau)
+        res = self.net.run_segment(item.x, 0, s, e, tau)
         compute = time.perf_counter() - t0
         answer = res.answers[0]
         lat["edge_compute"] = compute * 1e3
@@ -277,7 +280,8 @@ class EdgeDaemon:
             "deadline_ms": cfg.deadline_ms, "in_deadline": in_deadline,
             "timely": None if correct is None else bool(correct and in_deadline),
             "latency_ms": {k: round(v, 3) for k, v in lat.items()},
-            "edge_slowdown": cfg.edge_slowdown, "cpu_load": cpu_load,
+            "edge_slowdown": cfg.edge_slowdown, "edge_runtime": describe(self.net),
+            "cpu_load": cpu_load,
             "edge_load": round(load, 4),
             "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
             "rtt_estimate_ms": round(st.rtt_ms, 3),
@@ -290,7 +294,7 @@ class EdgeDaemon:
     def _offload(
         self,
         enc: Any,
-        hidden: torch.Tensor,
+        hidden: np.ndarray,
         s: int,
         e: int,
         tau: float,
@@ -330,10 +334,10 @@ class EdgeDaemon:
         costs about a second at start-up instead of the first inputs of every run.
         """
         cfg = self.config
-        x = torch.zeros((1, *self.bundle.manifest.input_shape))
+        x = np.zeros((1, *self.bundle.manifest.input_shape), np.float32)
         for _ in range(rounds):
             for k, block in enumerate(self.cost.exits):
-                run_segment(self.net, x, 0, block, k, 1.0)
+                self.net.run_segment(x, 0, block, k, 1.0)
             for cut in self.bundle.manifest.cut_points[: self.cost.num_blocks]:
                 encode(np.zeros((1, *cut.shape), np.float32), cfg.codec)
         idle_s = min(1.0 / cfg.rate, 0.1) if cfg.rate > 0 else 0.0
@@ -342,7 +346,7 @@ class EdgeDaemon:
                 if self.stop_event.wait(idle_s):
                     return
                 t0 = time.perf_counter()
-                run_segment(self.net, x, 0, block, k, 1.0)
+                self.net.run_segment(x, 0, block, k, 1.0)
                 lat = dict.fromkeys(LATENCY_KEYS, 0.0)
                 lat["edge_compute"] = (time.perf_counter() - t0) * 1e3
                 self.speed.update(block, k, 1.0, k, lat)
@@ -401,6 +405,15 @@ class EdgeDaemon:
             self.metrics.close()
             self.cloud.close()
         return self.summary
+
+
+def _load_bundle(cfg: EdgeConfig) -> Bundle:
+    """The daemon's bundle: without its torch weights when the edge runs ONNX (no torch
+    import), with them for a torch edge."""
+    light = Bundle.load(cfg.bundle, weights=False)
+    if light.manifest.edge_runtime(cfg.edge_runtime, cfg.edge_precision).startswith("onnx/"):
+        return light
+    return Bundle.load(cfg.bundle)
 
 
 def run_edge(config: EdgeConfig) -> int:

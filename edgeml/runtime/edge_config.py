@@ -28,6 +28,9 @@ class EdgeConfig:
     :param edge_slowdown: emulated edge slowness; the daemon sleeps ``factor - 1`` times its
         measured compute. 1 means this machine is the edge.
     :param codec: tensor codec on the link.
+    :param edge_runtime: onnx or torch runs the edge's blocks (None: onnx when the bundle
+        has its ONNX files; then torch is never imported for the edge's own work).
+    :param edge_precision: fp32 or int8 (int8: the bundle's quantised ONNX blocks).
     :param log: JSONL output path (None: no log).
     :param metrics_port: Prometheus ``/metrics`` port on 127.0.0.1 (None: off; 0: any).
     :param max_inputs: stop after this many inputs (None: run until stopped).
@@ -41,7 +44,7 @@ class EdgeConfig:
     :param root_ca: PEM CA of the cloud's certificate (enables TLS).
     :param tls_cert: PEM client certificate for mutual TLS (a server with ``--client-ca``).
     :param tls_key: PEM private key of ``tls_cert``.
-    :param threads: torch intra-op threads (the edge is one core).
+    :param threads: intra-op threads of the edge's runtime (the edge is one core).
     :param grace_ms: how long past the deadline the edge still waits for the cloud before it
         answers locally (None: as long as the cheapest local answer would take, so waiting
         costs at most that; 0: give up at the deadline).
@@ -64,6 +67,8 @@ class EdgeConfig:
     deadline_ms: float = _D.deadline_ms
     edge_slowdown: float = _D.edge_slowdown
     codec: str = _D.codec
+    edge_runtime: str | None = _D.edge_runtime
+    edge_precision: str = _D.edge_precision
     log: str | Path | None = None
     metrics_port: int | None = None
     max_inputs: int | None = None
@@ -123,6 +128,7 @@ class EdgeConfig:
         return replace(
             self.base_scenario or _D,
             bundle=str(self.bundle), codec=self.codec, edge_slowdown=self.edge_slowdown,
+            edge_runtime=self.edge_runtime, edge_precision=self.edge_precision,
             rtt_ms=self.rtt_ms, deadline_ms=self.deadline_ms, grace_ms=self.grace_ms,
             input_rate=self.rate or 10.0, probe_interval_s=self.probe_after_s,
             probe_bytes=float(self.probe_bytes),

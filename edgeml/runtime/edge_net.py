@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgeml.bundle import MANIFEST, Bundle, BundleError, sha256_bytes
+from edgeml.decision.scenario import EDGE_PRECISIONS
 from edgeml.progressive.rule import Answer
 
 if TYPE_CHECKING:
@@ -33,18 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "RUNTIMES",
     "EdgeNet",
     "EdgeSegment",
     "OnnxEdgeNet",
     "TorchEdgeNet",
-    "choose_runtime",
-    "has_onnx",
     "load_edge_net",
+    "softmax_max",
 ]
-
-RUNTIMES = ("onnx", "torch")
-PRECISIONS = ("fp32", "int8")
 
 
 @dataclass
@@ -71,27 +67,13 @@ class EdgeNet(Protocol):
     ) -> EdgeSegment: ...
 
 
-def _softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max softmax probability and its class per row, in float32 like torch's."""
     z = logits.astype(np.float32, copy=False)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     probs = e / e.sum(axis=1, keepdims=True)
     return probs.max(axis=1), probs.argmax(axis=1)
-
-
-def has_onnx(bundle: Bundle, precision: str = "fp32") -> bool:
-    """True when the bundle's manifest lists ONNX files for ``precision``."""
-    return bool(bundle.manifest.onnx.get("variants", {}).get(precision))
-
-
-def choose_runtime(bundle: Bundle, requested: str | None, precision: str = "fp32") -> str:
-    """``requested`` if given (checked), else onnx when the bundle has the files, else torch."""
-    if requested is None:
-        return "onnx" if has_onnx(bundle, precision) else "torch"
-    if requested not in RUNTIMES:
-        raise ValueError(f"runtime: {requested!r}; allowed: {', '.join(RUNTIMES)}")
-    return requested
 
 
 class OnnxEdgeNet:
@@ -106,8 +88,10 @@ class OnnxEdgeNet:
     runtime = "onnx"
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int = 1) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"edge_precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if precision not in EDGE_PRECISIONS:
+            raise ValueError(
+                f"edge_precision: {precision!r}; allowed: {', '.join(EDGE_PRECISIONS)}"
+            )
         import onnxruntime as ort
 
         m = bundle.manifest
@@ -191,7 +175,7 @@ class OnnxEdgeNet:
                 continue
             if block != e_block and not early:
                 continue  # no row can stop here: skipping the head changes no answer
-            conf, cls = _softmax_max(self.head(block, h))
+            conf, cls = softmax_max(self.head(block, h))
             done = np.ones(len(rows), bool) if block == e_block else (conf >= tau) & early
             k = self.exits.index(block)
             for j in np.flatnonzero(done):
@@ -239,18 +223,15 @@ def load_edge_net(
     precision: str = "fp32",
     threads: int = 1,
 ) -> EdgeNet:
-    """The runner an edge uses: ``runtime`` None picks onnx when the bundle has the files.
+    """The runner an edge uses: ``runtime`` None picks onnx when the bundle has the files
+    (:meth:`~edgeml.bundle.Manifest.edge_runtime`).
 
     A bundle path is loaded without weights for onnx (no torch import), with them for torch.
     """
     if not isinstance(bundle, Bundle):
-        light = Bundle.load(bundle, need_calibration=False, weights=False)
-        runtime = choose_runtime(light, runtime, precision)
-        bundle = light if runtime == "onnx" else Bundle.load(bundle, need_calibration=False)
-    runtime = choose_runtime(bundle, runtime, precision)
-    if runtime == "torch" and precision != "fp32":
-        raise ValueError(f"edge_precision: {precision!r} needs --runtime onnx (torch is fp32)")
-    if runtime == "onnx":
+        bundle = Bundle.load(bundle, need_calibration=False, weights=False)
+    label = bundle.manifest.edge_runtime(runtime, precision)
+    if label.startswith("onnx/"):
         return OnnxEdgeNet(bundle, precision, threads)
     if bundle.net is None:
         bundle = Bundle.load(bundle.path, need_calibration=False)

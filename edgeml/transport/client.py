@@ -33,17 +33,19 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgeml.partition.codecs import EncodedTensor, encode
 from edgeml.transport.auth import AUTH_HEADER, channel_credentials
 from edgeml.transport.proto.edgeml.v1 import offload_pb2
 from edgeml.transport.tensor_proto import to_proto
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ClientConfig",
