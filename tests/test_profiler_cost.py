@@ -14,6 +14,7 @@ import torch
 
 from edgeml.bundle import Bundle
 from edgeml.cli import main
+from edgeml.decision.scenario import Scenario
 from edgeml.partition.codecs import BASE_CODECS, CODECS
 from edgeml.partition.cost import RULE_KEYS, CostModel
 from edgeml.partition.profiler import format_profile, interleaved_medians
@@ -35,7 +36,7 @@ def test_profile_json_schema_and_positivity(profiled_bundle: Bundle) -> None:
     assert isinstance(p["host"]["cpu"], str) and p["host"]["cpu"]
     assert p["host"]["threads"] == 1
     assert p["host"]["torch"] == torch.__version__
-    assert p["edge_slowdown"] == 12.0
+    assert p["edge_slowdown"] == Scenario().edge_slowdown
     assert p["repeats"] == 3
     assert len(p["blocks_ms"]) == n
     assert all(v > 0 for v in p["blocks_ms"])

@@ -87,7 +87,9 @@ class Scenario:
     :param trace_split: which files of each trace family: train, test or all.
     :param families: keep only these trace families (None: all).
     :param codec: tensor codec on the link (a codec of the bundle's profile).
-    :param edge_slowdown: how much slower than the profiling machine the edge computes.
+    :param edge_slowdown: how much slower than the profiling machine the edge computes (24:
+        a Raspberry Pi 3B+-class board against an ONNX Runtime core of a current server;
+        ``bench/edge_device.py`` derives it).
     :param edge_runtime: what runs the edge's blocks: onnx (ONNX Runtime) or torch (None:
         onnx when the bundle has its ONNX files); the edge plans with that runtime's profile.
     :param edge_precision: fp32, or int8 (the quantised ONNX blocks, their own profile).
@@ -116,7 +118,7 @@ class Scenario:
     trace_split: str = "all"
     families: tuple[str, ...] | None = None
     codec: str = "int8"
-    edge_slowdown: float = 12.0
+    edge_slowdown: float = 24.0
     edge_runtime: str | None = None
     edge_precision: str = "fp32"
     cloud_speedup: float = 1.0

@@ -55,6 +55,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from edgeml.decision.scenario import Scenario
+
 __all__ = ["RULE_KEYS", "Breakdown", "CostModel"]
 
 #: Keys of ``profile["rule_overhead_ms"]``, in the order of :attr:`CostModel.rule_ms`.
@@ -108,7 +110,7 @@ class CostModel:
     bytes: np.ndarray = field(repr=False)
     encode_ms: np.ndarray = field(repr=False)
     decode_ms: np.ndarray = field(repr=False)
-    edge_slowdown: float = 12.0
+    edge_slowdown: float = Scenario.edge_slowdown
     cloud_speedup: float = 1.0
     rule_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Os, Oc, Od (see the formula)
     offload_ms: float = 0.0  # Of (see the formula)
@@ -244,7 +246,8 @@ class CostModel:
             v = variants[edge_runtime]
             edge_blocks = np.asarray(v["blocks_ms"], dtype=np.float64)
             edge_heads = np.asarray([v["heads_ms"][str(b)] for b in exits], dtype=np.float64)
-        slow = float(profile.get("edge_slowdown", 12.0)) if edge_slowdown is None else edge_slowdown
+        slow = profile.get("edge_slowdown", Scenario.edge_slowdown)
+        slow = float(slow if edge_slowdown is None else edge_slowdown)
         rule = profile.get("rule_overhead_ms", {})
         os_, oc, od = (float(rule.get(k, 0.0)) for k in RULE_KEYS)
         return cls(

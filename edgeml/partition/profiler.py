@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from edgeml.bundle import Bundle
+from edgeml.decision.scenario import Scenario
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.partition.codecs import CODECS, decode, encode, from_bytes, to_bytes
 from edgeml.partition.edge_profile import edge_runtime_timings
@@ -40,7 +41,7 @@ from edgeml.progressive.infer import run_segment
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT_VERSION = 1
-DEFAULT_EDGE_SLOWDOWN = 12.0
+DEFAULT_EDGE_SLOWDOWN = Scenario.edge_slowdown
 
 
 def cpu_model() -> str:

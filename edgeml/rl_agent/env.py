@@ -113,9 +113,9 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
                     else str(traces_obj)
                 )
             self.traces = load_traces(sc.traces, sc.trace_split, sc.families)
-        self.scenario = sc
         self.bundle = bundle
         self.world = World.from_bundle(bundle, sc)
+        self.scenario = self.world.scenario  # edge_runtime resolved for this bundle
         self.cost = self.world.cost
         self.outcomes = self.world.outcomes
         self.rule = self.world.rule

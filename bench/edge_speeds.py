@@ -1,0 +1,110 @@
+"""Where offloading and exits matter: PPO against the baselines over edge speeds.
+
+For each edge slowdown (how much slower than this machine's ONNX Runtime core the edge
+computes: 4x a fast phone core, 12x a Raspberry Pi 4, 24x a Pi 3B+, see
+``bench/edge_device.py``) a policy is trained for that slowdown alone (``edgeml
+train-agent --edge-slowdown S``; the shipped policy is the one for the default) and every
+policy is evaluated on the held-out trace files (``edgeml evaluate --edge-slowdown S``).
+The table shows timely accuracy per policy, the best heuristic, the oracle and the headroom
+PPO captures, ``(PPO - best heuristic) / (oracle - best heuristic)``, per slowdown; the
+JSON keeps every evaluation, the PNG plots timely accuracy over slowdown.
+
+    .venv/bin/python bench/edge_speeds.py --traces ../shared/traces          # ~20 min here
+    .venv/bin/python bench/edge_speeds.py --traces ../shared/traces --slowdowns 4,24 \
+        --timesteps 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_BUNDLE = REPO / "edgeml" / "assets" / "bundles" / "default"
+SHIPPED = REPO / "edgeml" / "assets" / "policies" / "default.zip"
+HEURISTICS = ("edgent", "neurosurgeon", "spinn", "cloud_only", "edge_only")
+EDGEML = [sys.executable, "-m", "edgeml.cli"]
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def headroom(pol: dict[str, Any]) -> dict[str, Any]:
+    """Best heuristic, oracle and PPO's captured share of the headroom between them."""
+    acc = {k: v["timely_accuracy"] for k, v in pol.items()}
+    best = max((k for k in HEURISTICS if k in acc), key=lambda k: acc[k])
+    room = acc["oracle"] - acc[best]
+    return {
+        "best_heuristic": best, "best_heuristic_timely": acc[best], "oracle": acc["oracle"],
+        "ppo": acc["ppo"], "headroom_points": 100 * room,
+        "captured": (acc["ppo"] - acc[best]) / room if room > 1e-9 else None,
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--traces", required=True)
+    p.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--slowdowns", default="4,8,12,24")
+    p.add_argument("--default-slowdown", type=float, default=24.0,
+                   help="the shipped policy's slowdown: not retrained")  # fmt: skip
+    p.add_argument("--timesteps", type=int, default=1_000_000)
+    p.add_argument("--work", type=Path, default=Path("/tmp/edgeml-edge-speeds"))
+    p.add_argument("--out", type=Path, default=HERE / "results" / "edge_speeds.json")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for s in [float(v) for v in args.slowdowns.split(",")]:
+        flag = ["--edge-slowdown", f"{s:g}"]
+        policy = SHIPPED if s == args.default_slowdown else args.work / f"ppo_{s:g}.zip"
+        if not policy.exists():
+            run([
+                *EDGEML, "train-agent", args.bundle, "--traces", args.traces, "--out",
+                str(policy), "--timesteps", str(args.timesteps), "--no-progress", *flag,
+            ])  # fmt: skip
+        out = args.work / f"eval_{s:g}.json"
+        run([*EDGEML, "evaluate", args.bundle, "--traces", args.traces, "--policy", str(policy),
+             "--json", str(out), "--no-progress", *flag])  # fmt: skip
+        pol = json.loads(out.read_text())["policies"]
+        results[f"{s:g}"] = {"policy": str(policy), "headroom": headroom(pol), "policies": pol}
+    names = ["ppo", "oracle", *HEURISTICS]
+    print("\n| slowdown | " + " | ".join(names) + " | best heuristic | headroom | captured |")
+    print("|---" * (len(names) + 4) + "|")
+    for s, r in results.items():
+        h, pol = r["headroom"], r["policies"]
+        cap = "n/a" if h["captured"] is None else f"{100 * h['captured']:.0f}%"
+        cells = " | ".join(f"{pol[n]['timely_accuracy']:.3f}" for n in names)
+        print(f"| {s}x | {cells} | {h['best_heuristic']} | {h['headroom_points']:.1f} pt | {cap} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"traces": args.traces, "results": results}, indent=2) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = [float(s) for s in results]
+        for n in names:
+            ax.plot(xs, [results[s]["policies"][n]["timely_accuracy"] for s in results],
+                    marker="o", label=n)  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("edge slowdown (x this machine's ONNX core)")
+        ax.set_ylabel("timely accuracy")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.out.with_suffix(".png"), dpi=120)
+    except ImportError:
+        pass
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
