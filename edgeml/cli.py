@@ -235,12 +235,28 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return scenario_from_args(args, bundle=args.bundle, traces=args.traces)
 
 
+def _sizes(flag: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of fleet sizes (each >= 1); "" is none."""
+    from edgeml.errors import InputError
+
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"{flag}: comma-separated integers >= 1 (e.g. 1,4,16), got {text!r}")
+    return sizes
+
+
 def _cmd_train_agent(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from edgeml.bundle import Bundle
+    from edgeml.decision.policies import TEACHERS
     from edgeml.errors import InputError, as_input_error
-    from edgeml.rl_agent.config import TrainConfig
+    from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
     from edgeml.rl_agent.env import EdgeCloudEnv
     from edgeml.rl_agent.traces import load_traces
     from edgeml.rl_agent.train import train_agent
@@ -254,6 +270,10 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
         ):
             if value < 1:
                 raise InputError(f"{flag}: must be >= 1, got {value}")
+        if args.teacher != "none" and args.teacher not in TEACHERS:
+            raise InputError(
+                f"--teacher: {args.teacher!r} is not one of {['none', *sorted(TEACHERS)]}"
+            )
         cfg = TrainConfig(
             timesteps=args.timesteps,
             n_envs=args.n_envs,
@@ -261,6 +281,8 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             threads=args.threads,
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
+            fleet_sizes=_sizes("--fleet-sizes", args.fleet_sizes),
+            warm_start=WarmStartConfig(teacher=args.teacher),
         )
         bundle = Bundle.load(args.bundle)
         scenario = _scenario(args)
@@ -287,19 +309,32 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--tensorboard", default=None, help="TensorBoard dir (None: next to OUT)")
+    p.add_argument(
+        "--fleet-sizes", default="",
+        help="train on a shared cloud: one learning edge among N-1 policy snapshots, N drawn "
+        "per episode from this comma list (e.g. 1,2,4,8,16,32); empty: one edge, idle cloud",
+    )  # fmt: skip
+    p.add_argument(
+        "--teacher", default=d.warm_start.teacher,
+        help="warm-start teacher (a baseline, edgent-last, edgent-last-load) or none",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_agent)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edgeml.bundle import Bundle
-    from edgeml.errors import as_input_error
+    from edgeml.decision.cloud import BatchingRule, CloudService
+    from edgeml.errors import InputError, as_input_error
     from edgeml.rl_agent import evaluate as ev
     from edgeml.rl_agent.traces import load_traces
 
     # Set-up: every flag and file is checked here, before the first episode.
     with as_input_error():
         cfg = ev.EvalConfig(segments=args.segments, episode_steps=args.steps, seed=args.seed)
+        if args.edges < 1:
+            raise InputError(f"--edges: must be >= 1, got {args.edges}")
+        rule = BatchingRule(args.max_batch, args.max_wait_us / 1000.0)
         bundle = Bundle.load(args.bundle)
         scenario = _scenario(args)
         traces = load_traces(args.traces, split=scenario.trace_split)
@@ -312,10 +347,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             policies.insert(0, make_policy(args.policy, env.world, bundle_sha256=sha))
         for policy in policies:
             ev.check_policy(policy, env)
+        if args.edges > 1:
+            CloudService.from_profile(bundle.profile)
     result, records = ev.evaluate(
-        policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress, env=env
-    )
+        policies, scenario, traces, cfg, bundle=bundle, progress=not args.no_progress, env=env,
+        edges=args.edges, rule=rule,
+    )  # fmt: skip
     print(ev.format_table(result))
+    if "headroom" in result:
+        print(ev.format_headroom(result["headroom"]))
     if args.json:
         from pathlib import Path
 
@@ -343,6 +383,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=int, default=4, help="episodes per trace file")
     p.add_argument("--steps", type=int, default=600, help="inputs per episode")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--edges", type=int, default=1,
+        help="edges sharing one batching cloud (episodes are played in fleets of this size)",
+    )  # fmt: skip
+    p.add_argument("--max-batch", type=int, default=16, help="the cloud's max batch (serve's)")
+    p.add_argument("--max-wait-us", type=int, default=1000, help="the cloud's batch wait (serve's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -59,3 +59,28 @@ def test_wait_alone_keeps_the_fixed_wait() -> None:
         assert job.wait(5) and job.queue_ms >= WAIT_US / 1e3 * 0.9, job.queue_ms
     finally:
         b.close(5)
+
+
+def test_a_reply_reports_the_requests_left_waiting_when_its_batch_finished() -> None:
+    """The load fields of a reply (``InferReply.queued``/``running``) come from here."""
+    release = threading.Event()
+
+    def run(_key, jobs):  # type: ignore[no-untyped-def]
+        if any(j.x[0, 0] == 0 for j in jobs):
+            release.wait(5)
+        return [0.0] * len(jobs)
+
+    b = Batcher(run, max_batch=2, max_wait_us=WAIT_US).start()
+    try:
+        first = b.submit(_job(0))
+        time.sleep(0.05)
+        rest = [b.submit(_job(i)) for i in range(1, 6)]  # five wait while the first runs
+        release.set()
+        assert first.wait(5) and all(j.wait(5) for j in rest)
+        assert (first.batch_size, first.queued_after) == (1, 5)
+        # Then batches of two: 3 left after the first pair, 1 after the second, 0 at the end.
+        assert [(j.batch_size, j.queued_after) for j in rest] == [
+            (2, 3), (2, 3), (2, 1), (2, 1), (1, 0)
+        ]  # fmt: skip
+    finally:
+        b.close(5)

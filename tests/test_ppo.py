@@ -15,6 +15,7 @@ from edgeml.decision.actor import NumpyActor
 from edgeml.decision.policies import RandomPolicy, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent import evaluate as ev
 from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, make_env
 from edgeml.rl_agent.traces import default_traces_dir, load_traces
 from edgeml.rl_agent.train import TrainConfig, TrainResult, check_actor, train_agent
@@ -92,7 +93,14 @@ def test_evaluate_cli_writes_contract_json_and_plot(
     rc = main(args)
     assert rc == 0
     res = json.loads(out.read_text())
-    assert set(res) == {"scenario", "traces", "policies"}
+    assert set(res) == {"scenario", "traces", "policies", "headroom"}
+    room = res["headroom"]  # the learned policy against the best heuristic and the oracle
+    assert room["learned_policy"] == "ppo" and room["best_heuristic"] in ev.HEURISTICS
+    best = max(res["policies"][h]["timely_accuracy"] for h in ev.HEURISTICS)
+    assert room["best_heuristic_timely"] == best
+    want = 100 * (res["policies"]["oracle"]["timely_accuracy"] - best)
+    assert room["headroom_points"] == pytest.approx(want)
+    assert set(room["per_family"]) == set(res["traces"]["families"])
     assert set(res["traces"]) == {"files", "families"}
     assert res["traces"]["families"] == ["belgium4g", "fcc", "hsdpa"]
     assert set(res["policies"]) >= CONTRACT_POLICIES

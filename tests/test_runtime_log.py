@@ -116,6 +116,8 @@ def test_log_schema_edge_cloud_and_fallback(profiled_bundle: Bundle, server, tmp
     assert all(r["latency_ms"]["uplink"] >= 5.0 for r in cloud)  # half the 10 ms RTT at least
     assert summary.as_dict()["inputs"] == 60 and 0 <= summary.as_dict()["deadline_hit_rate"] <= 1
     assert scraped is not None and b"edgeml_edge_inputs_total" in scraped
+    # The replies' load fields reached what the policy observes (one edge: batch 1 each).
+    assert daemon.state.cloud_load >= 1 and daemon.state.cloud_wait_ms >= 0.0
 
 
 def test_log_schema_when_the_cloud_is_unreachable(profiled_bundle: Bundle, tmp_path) -> None:

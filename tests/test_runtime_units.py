@@ -191,6 +191,7 @@ def test_knowledge_fed_like_the_daemon_gives_the_env_observation(profiled_bundle
         for lat in reversed(k.lat):
             st.record_answer(lat, k.last_conf, k.last_exit, bool(k.last_off))
         st.now_s, st.feature, st.edge_load = k.now_s, k.feature, k.edge_load
+        st.cloud_wait_ms, st.cloud_load = k.cloud_wait_ms, k.cloud_load
         assert st.observation().dtype == obs.dtype == np.float32
         np.testing.assert_array_equal(st.observation(), obs)
         assert st.estimate_mbps == env.estimate_mbps
@@ -202,7 +203,7 @@ def test_observation_builder_pinned_to_the_trained_layout() -> None:
 
     meas = [(1.0, 100.0), (4.0, 0.0)]  # oldest first; the outage is floored
     obs = build_observation(
-        meas, 5.0, 3, 40.0, 80.0, [800.0, 40.0, 0.0], 0.9, 1, 3, 1.0, -7.0, 6.0
+        meas, 5.0, 3, 40.0, 80.0, [800.0, 40.0, 0.0], 0.9, 1, 3, 1.0, -7.0, 6.0, 30.0, 8.0
     )  # history 3: one slot padded
     est = 2 / (1 / 100.0 + 1 / MIN_MBPS)
     want = [
@@ -212,6 +213,7 @@ def test_observation_builder_pinned_to_the_trained_layout() -> None:
         5.0, 0.5, 0.0,  # latencies / deadline, capped at 5
         0.9, 0.5, 1.0,  # confidence, exit / (E - 1), offloaded
         -5.0, 5.0, 0.8,  # feature z (clipped), load (capped), deadline / 100
+        0.375, 0.5,  # cloud extra wait / deadline, cloud load / 16
     ]  # fmt: skip
     assert obs.shape == (obs_size(3),) and obs.dtype == np.float32
     np.testing.assert_array_equal(obs, np.asarray(want, dtype=np.float32))

@@ -136,6 +136,9 @@ def test_stream_session_answers_every_request_in_order(tiny_bundle, client):
         assert (r.class_id, r.exit_index) == (want.class_id, want.exit_index)
         assert r.confidence == pytest.approx(want.confidence, abs=1e-5)
     assert max(r.batch_size for r in results) > 1  # pipelined frames shared batches
+    # The load fields: this batch's rows running, the others of the 12 at most waiting.
+    assert all(r.running == r.batch_size and r.queued <= 12 - r.batch_size for r in results)
+    assert results[-1].queued == 0  # nothing is left behind the last frame
 
 
 def test_health_serving_and_reflection_lists_the_services(server):

@@ -19,7 +19,14 @@ index                 meaning
 ``2K+8``              the current input's cheap difficulty feature (z-score over calibration)
 ``2K+9``              the edge's background load (``1 + load`` slows edge compute)
 ``2K+10``             the deadline / 100 ms
+``2K+11``             the cloud's measured extra wait / deadline (capped at 5)
+``2K+12``             requests the cloud last reported waiting or running / 16 (capped at 5)
 ====================  ==================================================================
+
+The cloud entries come from the replies' load fields (``queue_ms``, ``compute_ms``,
+``queued``, ``running`` of ``InferReply``): the extra wait is how much later than alone the
+cloud answered (queue wait plus a batch's longer run), smoothed over replies
+(:data:`CLOUD_SMOOTHING`); both are 0 until a reply was measured.
 
 Missing measurements (fewer than ``K``) are padded with the estimate and the age cap.
 """
@@ -36,6 +43,7 @@ import numpy as np
 
 __all__ = [
     "EdgeKnowledge",
+    "CLOUD_SMOOTHING",
     "MIN_MBPS",
     "N_LAST_LATENCIES",
     "FeatureScale",
@@ -47,16 +55,19 @@ __all__ = [
 
 MIN_MBPS = 1e-3  # floor for logs and harmonic means: an outage measures as 1 kbit/s
 N_LAST_LATENCIES = 3
+N_FIXED = 13  # entries besides the 2K throughput entries
+#: Weight of the newest reply in the cloud wait estimate (an exponential moving average).
+CLOUD_SMOOTHING = 0.5
 
 
 def obs_size(history: int) -> int:
     """Length of the vector for ``history`` throughput measurements."""
-    return 2 * history + 11
+    return 2 * history + N_FIXED
 
 
 def history_for(size: int) -> int:
     """The ``history`` an observation of ``size`` entries holds (an actor's input size)."""
-    return (size - 11) // 2
+    return (size - N_FIXED) // 2
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,8 @@ def build_observation(
     last_offloaded: float,
     feature_z: float,
     edge_load: float,
+    cloud_wait_ms: float = 0.0,
+    cloud_load: float = 0.0,
 ) -> np.ndarray:
     """The observation (see the module's table) as float32.
 
@@ -115,6 +128,7 @@ def build_observation(
         + [min(x / d, 5.0) for x in latencies]
         + [last_conf, last_exit / max(n_exits - 1, 1), last_offloaded]
         + [max(min(feature_z, 5.0), -5.0), min(edge_load, 5.0), min(d / 100.0, 5.0)]
+        + [min(cloud_wait_ms / d, 5.0), min(cloud_load / 16.0, 5.0)]
     )
     return np.asarray(obs, dtype=np.float32)
 
@@ -148,6 +162,8 @@ class EdgeKnowledge:
         self.last_conf, self.last_exit, self.last_off = 0.0, 0, 0.0
         self.feature = feature_scale.mean
         self.edge_load = 0.0
+        self.cloud_wait_ms = 0.0
+        self.cloud_load = 0.0
         self.sim: Any = None  # the simulator's privileged state (oracles only)
 
     @property
@@ -167,6 +183,13 @@ class EdgeKnowledge:
         self.last_exit = exit_index
         self.last_off = float(offloaded)
 
+    def record_cloud(self, queue_ms: float, extra_ms: float, load: float) -> None:
+        """A reply's load fields: its queue wait, how much later than alone it came
+        (``extra_ms``, the wait included) and the requests waiting or running."""
+        a = CLOUD_SMOOTHING
+        self.cloud_wait_ms = (1 - a) * self.cloud_wait_ms + a * max(extra_ms, queue_ms, 0.0)
+        self.cloud_load = float(load)
+
     @property
     def estimate_mbps(self) -> float:
         """Harmonic mean of the measured throughputs (what the baselines plan with)."""
@@ -182,5 +205,6 @@ class EdgeKnowledge:
         return build_observation(
             self.meas, self.now_s, self.history, self.rtt_ms, self.deadline_ms, self.lat,
             self.last_conf, self.last_exit, self.n_exits, self.last_off,
-            self.feature_scale.z(self.feature), self.edge_load,
+            self.feature_scale.z(self.feature), self.edge_load, self.cloud_wait_ms,
+            self.cloud_load,
         )  # fmt: skip

@@ -89,14 +89,22 @@ class World:
             sc.deadline_ms,
         )  # fmt: skip
 
-    def planned_latency(self, view: EdgeKnowledge, mbps: float | None = None) -> np.ndarray:
+    def planned_latency(
+        self, view: EdgeKnowledge, mbps: float | None = None, cloud_wait_ms: float = 0.0
+    ) -> np.ndarray:
         """Cost-model latency of every ``(s, e, tau, stop)`` at a constant bandwidth
-        (default: the edge's estimate) and the edge's load; NaN where impossible."""
+        (default: the edge's estimate) and the edge's load, answers from the cloud
+        ``cloud_wait_ms`` later; NaN where impossible."""
         bw = view.estimate_mbps if mbps is None else mbps
         table = self.cost.latency_table(self.scenario.codec, bw, view.rtt_ms, view.edge_load)
         one = np.array([tau >= 1.0 for tau in self.outcomes.taus])
         # (S, E, J, 2) -> (S, E, T, J): tau index t reads the tau_is_one slice it belongs to.
-        return np.where(one[None, None, :, None], table[:, :, None, :, 1], table[:, :, None, :, 0])
+        lat = np.where(one[None, None, :, None], table[:, :, None, :, 1], table[:, :, None, :, 0])
+        if cloud_wait_ms > 0:  # the answer of stop exit j comes from the cloud if j is past s
+            blocks = np.asarray(self.cost.exits)
+            cloud = blocks[None, :] > np.arange(self.cost.num_blocks + 1)[:, None]  # (S, J)
+            lat = lat + np.where(cloud[:, None, None, :], cloud_wait_ms, 0.0)
+        return lat
 
 
 class Policy(Protocol):
@@ -163,20 +171,25 @@ class Edgent(_Planner):
     :param estimate: ``harmonic`` plans with the edge's estimator (the baseline); ``last``
         with the newest measured throughput, which reacts faster to a recovered link (the
         PPO warm start's teacher).
+    :param load: also plan with the cloud's measured extra wait (``edgent-load``: the
+        strongest heuristic on a shared cloud).
     """
 
     name = "edgent"
 
-    def __init__(self, world: World, estimate: str = "harmonic") -> None:
+    def __init__(self, world: World, estimate: str = "harmonic", load: bool = False) -> None:
         super().__init__(world)
         if estimate not in ("harmonic", "last"):
             raise ValueError(f"estimate: {estimate!r} is not one of ['harmonic', 'last']")
-        self.estimate = estimate
+        self.estimate, self.load = estimate, load
         self.name = "edgent" if estimate == "harmonic" else "edgent-last"
+        if load:
+            self.name += "-load"
 
     def act(self, view: EdgeKnowledge) -> Action:
         w = self.world
-        lat = w.planned_latency(view, view.last_mbps if self.estimate == "last" else None)
+        mbps = view.last_mbps if self.estimate == "last" else None
+        lat = w.planned_latency(view, mbps, view.cloud_wait_ms if self.load else 0.0)
         exits = np.arange(w.space.n_exits)
         lat_e = lat[:, exits, 0, exits]  # (S, E): tau = 1, stop = e
         acc = w.outcomes.accuracy[:, 0]  # (E,)
@@ -248,8 +261,10 @@ class _Oracle(_Planner):
 
 
 class Oracle(_Oracle):
-    """Knows the true future bandwidth and the input's difficulty level (not its outcome):
-    the action with the best expected reward over that level's calibration samples."""
+    """Knows the true future bandwidth and the input's difficulty level (not its outcome),
+    and on a shared cloud the work ahead of a request sent now (the running batch's rest and
+    the waiting requests; not the requests other edges send later): the action with the best
+    expected reward over that level's calibration samples."""
 
     name = "oracle"
 
@@ -325,6 +340,7 @@ BASELINES: dict[str, Callable[[World], Policy]] = {
     "cloud_only": CloudOnly,
     "neurosurgeon": Neurosurgeon,
     "edgent": Edgent,
+    "edgent-load": lambda w: Edgent(w, load=True),
     "spinn": Spinn,
     "random": RandomPolicy,
 }
@@ -332,9 +348,10 @@ BASELINES: dict[str, Callable[[World], Policy]] = {
 TEACHERS: dict[str, Callable[[World], Policy]] = {
     **BASELINES,
     "edgent-last": lambda w: Edgent(w, estimate="last"),
+    "edgent-last-load": lambda w: Edgent(w, estimate="last", load=True),
 }
 #: The baselines a live comparison (``demo``, ``emulate``) runs next to the policy.
-LIVE_BASELINES = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "spinn")
+LIVE_BASELINES = ("edge_only", "cloud_only", "neurosurgeon", "edgent", "edgent-load", "spinn")
 POLICY_KINDS = (
     f"a policy .zip from `edgeml train-agent`, its exported actor .npz, fixed:S,E,TAU, "
     f"or one of {', '.join(TEACHERS)}"

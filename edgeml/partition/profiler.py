@@ -34,6 +34,7 @@ import torch
 from edgeml.bundle import Bundle
 from edgeml.decision.scenario import Scenario
 from edgeml.models.progressive_net import ProgressiveNet
+from edgeml.partition.cloud_profile import cloud_batch_timings
 from edgeml.partition.codecs import CODECS, decode, encode, from_bytes, to_bytes
 from edgeml.partition.edge_profile import edge_runtime_timings
 from edgeml.progressive.infer import run_segment
@@ -185,6 +186,7 @@ def measure(
         )[0]
         overheads = rule_overheads_ms(net, [hs[0] for hs in hidden], repeats, warmup)
         codec_table = {c: _profile_codec(c, hidden, repeats, warmup) for c in codecs}
+        cloud_batch = cloud_batch_timings(net, hidden[0], max(3, repeats // 3), 2)
         edge_runtimes = edge_runtime_timings(
             bundle, [h.numpy() for h in hidden[0]], repeats, warmup, min_seconds
         )
@@ -227,6 +229,7 @@ def measure(
         "codecs": codec_table,
         "offload_fixed_ms": round(fixed, 5),
         "edge_runtimes": edge_runtimes,
+        "cloud_batch": cloud_batch,
     }
     profile["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     return profile

@@ -32,6 +32,7 @@ class TrainConfig:
         spent) fade within a few inputs.
     :param eval_freq: environment steps (all envs together) between evaluations.
     :param eval_episodes: fixed validation episodes per evaluation.
+    :param fleet_sizes: see the field (:class:`~edgeml.rl_agent.fleet.FleetEnv`).
     :param warm_start: behaviour cloning from a teacher before PPO (see :mod:`.warm_start`);
         ``WarmStartConfig(teacher="none")`` starts PPO from scratch.
     """
@@ -57,3 +58,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: str | None = None  # default: <out dir>/tb
     extra: dict[str, Any] = field(default_factory=dict)  # more PPO keyword arguments
+    #: Train on a shared cloud: each episode one learning edge among ``N - 1`` edges driven
+    #: by a snapshot of the policy (refreshed every rollout), ``N`` drawn from these; ``()``
+    #: trains one edge on a cloud of its own.
+    fleet_sizes: tuple[int, ...] = ()

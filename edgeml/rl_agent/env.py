@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from gymnasium import spaces
 
 from edgeml.bundle import Bundle
 from edgeml.decision.action import TAUS, Action
+from edgeml.decision.cloud import CloudReply
 from edgeml.decision.observation import obs_size
 from edgeml.decision.outcome import reward as reward_of
 from edgeml.decision.policies import World
@@ -54,7 +55,38 @@ from edgeml.rl_agent.traces import Trace, load_traces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV_ID", "EdgeCloudEnv", "make_env"]
+__all__ = ["ENV_ID", "EdgeCloudEnv", "Pending", "make_env"]
+
+
+@dataclass
+class Pending:
+    """One input between the edge's part (:meth:`EdgeCloudEnv.begin`) and its answer.
+
+    Times in ms from the input's start (``t``, the env's clock in s): ``pre_ms`` the edge's
+    compute, ``arrival_ms`` when the tensor reaches the cloud and ``reply_ms`` when the
+    answer is back on a cloud of its own (inf: the transfer did not finish by
+    ``give_up_ms``, or nothing was sent).
+    """
+
+    t: float
+    split: int
+    exit: int
+    tau_index: int
+    sample: int
+    stop: int
+    load: float
+    pre_ms: float
+    offloaded: bool
+    nbytes: float
+    arrival_ms: float
+    reply_ms: float
+    give_up_ms: float = math.inf
+
+    @property
+    def sent(self) -> bool:
+        """The tensor reached the cloud."""
+        return math.isfinite(self.arrival_ms)
+
 
 ENV_ID = "edgeml/EdgeCloud-v0"
 
@@ -146,6 +178,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             self._by_family.setdefault(tr.family, []).append(tr)
         self._families = sorted(self._by_family)
         self._stream: InputStream | None = None
+        self.cloud_backlog_ms = 0.0  # a shared cloud's work ahead now (the fleet sets it)
 
     # ------------------------------------------------------------------ gym API
 
@@ -166,6 +199,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         n = sc.episode_steps
         self._stream = InputStream.generate(self._difficulty, n, rng, sc.input_rate, sc.stream)
         self._samples = self._stream.samples.tolist()
+        self._levels = self._stream.levels.tolist()
         self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()
         self._load = background_load(n, rng, sc.input_rate, sc.load).tolist()
         self._step = 0
@@ -178,6 +212,12 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(), self._info_reset()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        return self.finish(self.begin(action))
+
+    def begin(self, action: np.ndarray) -> Pending:
+        """The edge's part of ``action`` for the current input: compute, and the tensor's
+        transfer if it offloads. :meth:`finish` then answers it; :meth:`step` is both, on a
+        cloud of its own (a fleet's cloud, :mod:`.fleet`, adds its wait in between)."""
         if self._stream is None:
             raise RuntimeError("call reset() before step()")
         if self._step >= self.scenario.episode_steps:
@@ -190,21 +230,37 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         load = self._load[self._step]
         j = self._stop[e][ti][i]
         pre = self._edge[s][e][ti][j] * (1.0 + load)
-        offloaded = self._off[s][e][ti][j]
+        offloaded = bool(self._off[s][e][ti][j])
         nbytes = self._bytes[s] if offloaded else 0.0
-        bw_true = self.trace.mbps_at(self._t)
-        reply = math.inf
+        p = Pending(self._t, s, e, ti, i, j, load, pre, offloaded, nbytes, math.inf, math.inf)
         if offloaded:
             give_up = self.rule.give_up_ms(s, e, load)
             send_t = self._t + pre / 1000.0
             budget_s = max(give_up - pre, 0.0) / 1000.0
             d = self.trace.transfer_s(nbytes, send_t, max_s=budget_s)
+            p.give_up_ms = give_up
             if math.isfinite(d):
                 self._pending.append((send_t + d, nbytes * 8.0 / max(d, 1e-9) / 1e6))
-                reply = pre + d * 1000.0 + sc.rtt_ms + self._far[s][e][ti][j]
+                p.arrival_ms = pre + d * 1000.0 + sc.rtt_ms / 2.0
+                p.reply_ms = pre + d * 1000.0 + sc.rtt_ms + self._far[s][e][ti][j]
             elif budget_s > 0:  # a transfer cut off: the edge learns what it got through
                 self._pending.append((send_t + budget_s, self.trace.mean_mbps(send_t, budget_s)))
-        out = self.rule.resolve(s, e, j, bool(offloaded), pre, reply, nbytes, load)
+        return p
+
+    def finish(
+        self, p: Pending, cloud: CloudReply | None = None
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Answer the input :meth:`begin` started; ``cloud``: what a shared cloud added to
+        the reply (None: a cloud of its own, or no reply before the edge gave up)."""
+        sc = self.scenario
+        s, e, ti, i, j, load = p.split, p.exit, p.tau_index, p.sample, p.stop, p.load
+        reply = p.reply_ms
+        if cloud is None and p.sent:  # a cloud of its own: idle, this request alone
+            cloud = CloudReply(0.0, 0.0, 1)
+        if cloud is not None:
+            reply = math.inf if cloud.expired else reply + cloud.extra_ms
+            self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
+        out = self.rule.resolve(s, e, j, p.offloaded, p.pre_ms, reply, p.nbytes, load)
         latency = out.latency_ms
         if out.where == "fallback":
             correct, conf = self.outcomes.answer(out.exit_index, i)
@@ -221,9 +277,10 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             "latency_ms": latency, "correct": bool(correct), "timely": timely,
             "where": out.where, "bytes": out.bytes, "offloaded": out.where == "cloud",
             "fallback": out.where == "fallback", "split": s, "exit": e, "tau": TAUS[ti],
-            "stop_exit": out.exit_index, "level": int(self._stream.levels[self._step]),
-            "sample": i, "time_s": self._t - self._t0, "bandwidth_mbps": bw_true,
+            "stop_exit": out.exit_index, "level": int(self._levels[self._step]),
+            "sample": i, "time_s": p.t - self._t0, "bandwidth_mbps": self.trace.mbps_at(p.t),
             "estimate_mbps": self.estimate_mbps, "edge_load": load,
+            "cloud_wait_ms": 0.0 if cloud is None else cloud.extra_ms,
         }  # fmt: skip
         self.know.record_answer(latency, conf, out.exit_index, out.where != "edge")
         self._t += max(latency, 1000.0 / sc.input_rate) / 1000.0
@@ -277,6 +334,8 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         horizon = (sc.deadline_ms + grace) / 1e3
         d = self.trace.transfer_s_many(nbytes, starts, max_s=horizon)
         lat = costs.latency_ms(d * 1000.0, sc.rtt_ms, self.edge_load)
+        if self.cloud_backlog_ms > 0:
+            lat = lat + np.where(costs.offloaded, self.cloud_backlog_ms, 0.0)
         return self.rule.apply_to_table(lat, costs.offloaded, self.edge_load)
 
     # ------------------------------------------------------------------ internals

@@ -13,17 +13,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeml.decision.cloud import BatchingRule, CloudService
 from edgeml.decision.metrics import METRICS, summarize
 from edgeml.decision.policies import BASELINES, Policy, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
 from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.fleet import EdgeEpisode, Fleet
 from edgeml.rl_agent.traces import Trace
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,12 @@ __all__ = [
     "check_policy",
     "episodes_for",
     "evaluate",
+    "HEURISTICS",
+    "fleet_metrics",
+    "format_headroom",
+    "headroom",
+    "fleets_for",
+    "run_fleet",
     "format_table",
     "make_env",
     "run_policy",
@@ -128,6 +136,75 @@ def run_policy(
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
+def fleets_for(episodes: Sequence[Episode], edges: int) -> list[list[Episode]]:
+    """The episodes in fleets of ``edges``: ``ceil(len / edges)`` fleets, edge ``k`` of
+    fleet ``f`` playing episode ``(f * edges + k) mod len`` (a repeat gets a fresh seed),
+    so every episode is played and each family keeps its share."""
+    n_fleets = -(-len(episodes) // edges)
+    out = []
+    for f in range(n_fleets):
+        fleet = []
+        for k in range(edges):
+            g = f * edges + k
+            ep = episodes[g % len(episodes)]
+            if g >= len(episodes):
+                ep = replace(ep, seed=ep.seed + 7919 * (g // len(episodes)))
+            fleet.append(ep)
+        out.append(fleet)
+    return out
+
+
+def run_fleet(
+    envs: Sequence[EdgeCloudEnv],
+    service: CloudService,
+    rule: BatchingRule,
+    policy: Policy,
+    fleets: Sequence[Sequence[Episode]],
+    seed: int,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Play every fleet (all its edges on ``policy``, one shared cloud) and return per-input
+    arrays as :func:`run_policy` does, plus ``edge`` (a global edge id) and ``cloud_wait_ms``."""
+    keys = (*_FIELDS, "reward", "family", "episode", "edge", "cloud_wait_ms")
+    cols: dict[str, list[Any]] = {k: [] for k in keys}
+    fams = [[ep.family for ep in fleet] for fleet in fleets]
+    for f, fleet_eps in enumerate(tqdm(fleets, desc=policy.name, disable=not progress)):
+        fleet = Fleet(envs[: len(fleet_eps)], service, rule)
+        policy.reset(seed + f)
+        eps = [EdgeEpisode(ep.trace, ep.start_s, ep.seed) for ep in fleet_eps]
+        fleet.reset(eps, np.random.default_rng(seed * 7_919 + f))
+
+        def record(
+            i: int, reward: float, info: dict[str, Any], base: int = f * len(fleet_eps)
+        ) -> None:
+            for k in _FIELDS:
+                cols[k].append(info[k])
+            cols["reward"].append(reward)
+            cols["family"].append(fams[base // len(fams[0])][i])
+            cols["episode"].append(base + i)
+            cols["edge"].append(base + i)
+            cols["cloud_wait_ms"].append(info["cloud_wait_ms"])
+
+        fleet.play(lambda i, env: env.act(policy), record)
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def fleet_metrics(rec: Mapping[str, np.ndarray], scenario: Scenario) -> dict[str, Any]:
+    """What a fleet adds to :func:`summarize`: the worst edge's timely accuracy and the
+    cloud's extra wait (mean, p95) over offloaded inputs."""
+    timely = np.asarray(rec["timely"], float)
+    edge = np.asarray(rec["edge"])
+    per_edge = [float(timely[edge == e].mean()) for e in np.unique(edge)]
+    wait = np.asarray(rec["cloud_wait_ms"], float)
+    sent = wait[wait > 0]
+    return {
+        "edges_played": len(per_edge),
+        "worst_edge_timely_accuracy": min(per_edge),
+        "cloud_wait_ms_mean": float(wait.mean()) if len(wait) else 0.0,
+        "cloud_wait_ms_p95": float(np.percentile(sent, 95)) if len(sent) else 0.0,
+    }
+
+
 def evaluate(
     policies: Sequence[Policy],
     scenario: Scenario,
@@ -136,33 +213,107 @@ def evaluate(
     bundle: Any = None,
     progress: bool = True,
     env: EdgeCloudEnv | None = None,
+    edges: int = 1,
+    rule: BatchingRule | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Run every policy on the same episodes; returns the contract JSON and raw records.
 
     ``env`` (from :func:`make_env` with the same arguments) skips building it again.
+    ``edges > 1`` plays the episodes in fleets of that many edges on one cloud
+    (:func:`fleets_for`, :class:`~edgeml.rl_agent.fleet.Fleet`, the server's batching
+    ``rule``, default the server's defaults); every policy meets the same fleets.
     """
+    if edges < 1:
+        raise InputError(f"edges: must be >= 1, got {edges}")
     if env is None:
         env = make_env(scenario, traces, cfg, bundle)
     scenario = env.scenario
     for pol in policies:
         check_policy(pol, env)
     episodes = episodes_for(traces, cfg)
+    rule = rule or BatchingRule()
+    if edges > 1:
+        service = CloudService.from_profile(env.bundle.profile, scenario.cloud_speedup)
+        envs = [env] + [make_env(scenario, traces, cfg, env.bundle) for _ in range(edges - 1)]
+        fleets = fleets_for(episodes, edges)
     records: dict[str, dict[str, np.ndarray]] = {}
     results: dict[str, Any] = {}
     for pol in tqdm(policies, desc="evaluate", disable=not progress):
-        rec = run_policy(env, pol, episodes, progress=progress)
+        if edges == 1:
+            rec = run_policy(env, pol, episodes, progress=progress)
+            results[pol.name] = summarize(rec, scenario)
+        else:
+            rec = run_fleet(envs, service, rule, pol, fleets, cfg.seed, progress=progress)
+            results[pol.name] = {**summarize(rec, scenario), **fleet_metrics(rec, scenario)}
         records[pol.name] = rec
-        results[pol.name] = summarize(rec, scenario)
         log.info("%s: timely accuracy %.4f", pol.name, results[pol.name]["timely_accuracy"])
     sc = env.scenario.to_dict()
-    sc["eval"] = {"segments": cfg.segments, "episode_steps": cfg.episode_steps, "seed": cfg.seed}
+    sc["eval"] = {"segments": cfg.segments, "episode_steps": cfg.episode_steps, "seed": cfg.seed,
+                  "edges": edges}  # fmt: skip
+    if edges > 1:
+        sc["eval"]["batching"] = asdict(rule)
     names = sorted(t.name for t in traces)
     out = {
         "scenario": sc,
         "traces": {"files": names, "families": sorted({t.family for t in traces})},
         "policies": results,
     }
+    room = headroom(results, next((p.name for p in policies if p.name not in BASELINES), "ppo"))
+    if room is not None:
+        out["headroom"] = room
     return out, records
+
+
+#: The heuristics the headroom is measured from (the best of them on each run).
+HEURISTICS = ("edgent-load", "edgent", "neurosurgeon", "spinn", "cloud_only", "edge_only")
+
+
+def headroom(policies: Mapping[str, Any], learned: str = "ppo") -> dict[str, Any] | None:
+    """How much the oracle leaves above the best heuristic, and the share ``learned``
+    captures: ``(learned - best) / (oracle - best)``, overall and per family (timely
+    accuracy; points are 100x). None unless ``learned``, ``oracle`` and a heuristic ran.
+
+    On a shared cloud the oracle is myopic (it knows the backlog, not what the other edges
+    will send), so it can fall below a heuristic: the headroom is then negative and
+    ``captured`` None; ``vs_best_points`` (learned minus best) still says where it stands.
+    """
+    have = [h for h in HEURISTICS if h in policies]
+    if learned not in policies or "oracle" not in policies or not have:
+        return None
+
+    def one(acc: Mapping[str, float]) -> dict[str, Any]:
+        best = max(have, key=lambda k: acc[k])
+        room = acc["oracle"] - acc[best]
+        return {
+            "best_heuristic": best, "best_heuristic_timely": acc[best],
+            "oracle": acc["oracle"], "learned": acc[learned],
+            "headroom_points": 100 * room, "vs_best_points": 100 * (acc[learned] - acc[best]),
+            "captured": (acc[learned] - acc[best]) / room if room > 1e-9 else None,
+        }  # fmt: skip
+
+    names = [*have, "oracle", learned]
+    out = {"learned_policy": learned, **one({k: policies[k]["timely_accuracy"] for k in names})}
+    fams = policies[learned].get("per_family", {})
+    out["per_family"] = {
+        f: one({k: policies[k]["per_family"][f]["timely_accuracy"] for k in names}) for f in fams
+    }
+    return out
+
+
+def format_headroom(h: Mapping[str, Any]) -> str:
+    """One line per scope: best heuristic, oracle, the learned policy, headroom, captured."""
+    rows = [("all", h), *sorted(h.get("per_family", {}).items())]
+    learned = str(h.get("learned_policy", "ppo"))[:7]
+    lines = [f"{'headroom':<12}{'best heuristic':>16}{'best':>8}{'oracle':>8}{learned:>8}"
+             f"{'room pt':>9}{'ppo-best':>9}{'captured':>9}"]  # fmt: skip
+    for name, r in rows:
+        cap = "n/a" if r["captured"] is None else f"{100 * r['captured']:.0f}%"
+        lines.append(
+            f"{name:<12}{r['best_heuristic']:>16}{r['best_heuristic_timely']:>8.4f}"
+            f"{r['oracle']:>8.4f}{r['learned']:>8.4f}{r['headroom_points']:>9.2f}"
+            f"{r['vs_best_points']:>9.2f}{cap:>9}"
+        )
+    return "\n".join(lines)
 
 
 def all_baselines(env: EdgeCloudEnv) -> list[Policy]:
@@ -176,13 +327,18 @@ def format_table(result: Mapping[str, Any], reference: str = "oracle") -> str:
     fams = result["traces"]["families"]
     ref = pols.get(reference, {}).get("timely_accuracy")
     head = f"{'policy':<14}{'timely':>8}{'/oracle':>8}{'reward':>8}{'acc':>7}{'lat ms':>8}"
-    head += f"{'p95':>8}{'hit':>7}{'bytes':>9}" + "".join(f"{f[:10]:>11}" for f in fams)
+    fleet = any("worst_edge_timely_accuracy" in m for m in pols.values())
+    head += f"{'p95':>8}{'hit':>7}{'bytes':>9}"
+    head += f"{'worst':>7}{'wait':>7}" if fleet else ""
+    head += "".join(f"{f[:10]:>11}" for f in fams)
     lines = [head, "-" * len(head)]
     for name, m in sorted(pols.items(), key=lambda kv: -kv[1]["timely_accuracy"]):
         rel = m["timely_accuracy"] / ref if ref else math.nan
         row = f"{name:<14}{m['timely_accuracy']:>8.4f}{rel:>8.3f}{m['reward']:>8.4f}"
         row += f"{m['accuracy']:>7.3f}{m['latency_ms_mean']:>8.1f}{m['latency_ms_p95']:>8.1f}"
         row += f"{m['deadline_hit_rate']:>7.3f}{m['bytes_sent_mean']:>9.0f}"
+        if fleet:
+            row += f"{m['worst_edge_timely_accuracy']:>7.3f}{m['cloud_wait_ms_mean']:>7.1f}"
         row += "".join(f"{m['per_family'][f]['timely_accuracy']:>11.4f}" for f in fams)
         lines.append(row)
     return "\n".join(lines)

@@ -22,11 +22,15 @@ import numpy as np
 import torch
 
 from edgeml.bundle import Bundle
+from edgeml.decision.action import Action
 from edgeml.decision.actor import NumpyActor, export_actor
+from edgeml.decision.cloud import CloudService
+from edgeml.decision.policies import ActorPolicy, Policy, World, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
 from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.fleet import FleetEnv
 from edgeml.rl_agent.traces import Trace
 from edgeml.rl_agent.warm_start import warm_start
 
@@ -59,6 +63,33 @@ class _FixedEpisodes(gym.Wrapper):
         ep_seed, ep_opts = self.episodes[self._next % len(self.episodes)]
         self._next += 1
         return self.env.reset(seed=ep_seed, options=ep_opts)
+
+
+class _Others:
+    """The policy of a training fleet's other edges: the teacher until PPO starts, then a
+    snapshot of the learner taken at the start of every rollout (parameter sharing)."""
+
+    def __init__(self, first: Policy | None) -> None:
+        self.policy = first
+
+    def act(self, view: Any) -> Action:
+        if self.policy is None:  # no teacher and no rollout yet: what the learner would do
+            raise RuntimeError("fleet others: no policy yet")
+        return self.policy.act(view)
+
+    def follow(self, model: Any) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        holder = self
+
+        class _Snapshot(BaseCallback):
+            def _on_rollout_start(self) -> None:
+                holder.policy = ActorPolicy(export_actor(model))
+
+            def _on_step(self) -> bool:
+                return True
+
+        return _Snapshot()
 
 
 def _schedule(cfg: TrainConfig) -> Any:
@@ -133,9 +164,22 @@ def train_agent(
     torch.set_num_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
+    others = _Others(make_policy(cfg.warm_start.teacher, World.from_bundle(bundle, scenario))
+                     if cfg.warm_start.teacher != "none" else None)  # fmt: skip
+
+    def one_env() -> EdgeCloudEnv | FleetEnv:
+        """The training env: one edge, or one learning edge in a fleet."""
+        if not cfg.fleet_sizes:
+            return EdgeCloudEnv(scenario, bundle=bundle, traces=traces)
+        service = CloudService.from_profile(bundle.profile, scenario.cloud_speedup)
+        return FleetEnv(
+            lambda: EdgeCloudEnv(scenario, bundle=bundle, traces=traces),
+            service, cfg.fleet_sizes, others.act,
+        )  # fmt: skip
+
     def make(rank: int) -> Any:
         def _init() -> gym.Env:
-            env = Monitor(EdgeCloudEnv(scenario, bundle=bundle, traces=traces))
+            env = Monitor(one_env())
             env.reset(seed=cfg.seed + rank)
             return env
 
@@ -144,7 +188,7 @@ def train_agent(
     venv = DummyVecEnv([make(r) for r in range(cfg.n_envs)])
     venv.seed(cfg.seed)
     eval_wrapped = _FixedEpisodes(
-        Monitor(EdgeCloudEnv(scenario, bundle=bundle, traces=traces)),
+        Monitor(one_env()),
         _eval_episodes(traces, cfg.eval_episodes, cfg.seed),
     )
     eval_env = DummyVecEnv([lambda: eval_wrapped])
@@ -177,9 +221,11 @@ def train_agent(
     t0 = time.perf_counter()
     warm: dict[str, Any] = {}
     if cfg.warm_start.teacher != "none":
-        teacher_env = EdgeCloudEnv(scenario, bundle=bundle, traces=traces)
+        teacher_env = one_env()
         warm = warm_start(model, teacher_env, cfg.warm_start, cfg.seed + 10_000)
     callbacks: list[Any] = [callback]
+    if cfg.fleet_sizes:
+        callbacks.append(others.follow(model))
     if cfg.progress:
         per_rollout = cfg.n_steps * cfg.n_envs  # SB3 always finishes the rollout
         callbacks.append(_progress_callback(-(-cfg.timesteps // per_rollout) * per_rollout))

@@ -41,6 +41,7 @@ import torch
 from edgeml.decision.policies import make_policy
 from edgeml.rl_agent.config import WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
+from edgeml.rl_agent.fleet import FleetEnv
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ __all__ = ["WarmStartConfig", "collect", "warm_start"]
 
 
 def collect(
-    env: EdgeCloudEnv, cfg: WarmStartConfig, gamma: float, seed: int
+    env: EdgeCloudEnv | FleetEnv, cfg: WarmStartConfig, gamma: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observations, teacher actions and discounted returns of ``cfg.steps`` steps."""
     teacher = make_policy(cfg.teacher, env.world)
@@ -76,7 +77,9 @@ def collect(
     return np.stack(obs_l), np.stack(act_l), returns
 
 
-def warm_start(model: Any, env: EdgeCloudEnv, cfg: WarmStartConfig, seed: int) -> dict[str, Any]:
+def warm_start(
+    model: Any, env: EdgeCloudEnv | FleetEnv, cfg: WarmStartConfig, seed: int
+) -> dict[str, Any]:
     """Fit ``model``'s policy to the teacher and its value head to the returns, in place."""
     obs, actions, returns = collect(env, cfg, model.gamma, seed)
     policy = model.policy

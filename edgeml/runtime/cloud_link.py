@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from edgeml.bundle import Bundle
+from edgeml.decision.cloud import CloudReply
 from edgeml.partition.codecs import encode
 from edgeml.partition.cost import CostModel
 from edgeml.runtime.edge_config import EdgeConfig
@@ -86,6 +87,21 @@ class CloudLink:
         self._last_reconnect = 0.0
         self._overhead = 160  # request bytes beyond the tensor's; learnt from the first reply
         self._probe_split = self._pick_probe_split()
+        self._loads: list[CloudReply] = []  # cloud load reports not yet read (under lock)
+
+    def cloud_reports(self) -> list[CloudReply]:
+        """The cloud load reports (replies and probes) since the last call, oldest first."""
+        with self.lock:
+            out, self._loads = self._loads, []
+        return out
+
+    def _report(self, r: InferResult, s: int, e: int, tau: float) -> None:
+        """Keep a reply's load fields: its queue wait, how much later than the profiled
+        compute alone it came (``extra``: the wait plus a batch's longer run), its load."""
+        alone = self.cost.breakdown(s, e, r.exit_index, tau >= 1.0, self.config.codec).cloud_ms
+        extra = r.queue_ms + max(r.compute_ms - alone, 0.0)
+        with self.lock:
+            self._loads.append(CloudReply(r.queue_ms, extra, r.cloud_load))
 
     # ------------------------------------------------------------------ set-up
 
@@ -217,6 +233,7 @@ class CloudLink:
             lat["cloud_queue"] = result.queue_ms
             lat["cloud_decode"] = result.decode_ms
             lat["cloud_compute"] = result.compute_ms
+            self._report(result, s, e, tau)
             with self.lock:
                 self.estimator.observe(result.sent_bytes, max(elapsed - result.server_ms / 1e3, 0))
             return Sent(result, None, True, result.sent_bytes)
@@ -255,6 +272,7 @@ class CloudLink:
                 self.link.receive(dl)
             with self.lock:
                 self.estimator.observe(r.sent_bytes, time.monotonic() - t0 - r.server_ms / 1e3)
+            self._report(r, p, last, 1.0)
             self.metrics.bytes_sent.inc(r.sent_bytes)
             self.metrics.probes.labels("ok").inc()
             self.down = False

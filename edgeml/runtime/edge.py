@@ -226,6 +226,8 @@ class EdgeDaemon:
         st.edge_load = load
         st.feature = float(difficulty_feature(item.x, self.bundle.manifest.difficulty_feature)[0])
         meas, st.rtt_ms, bw_est = self.cloud.measurements()
+        for rep in self.cloud.cloud_reports():
+            st.record_cloud(rep.queue_ms, rep.extra_ms, rep.load)
         st.set_measurements(meas)
         st.now_s = start
         link = self.cloud.link

@@ -71,6 +71,7 @@ class Job:
     batch_size: int = 0
     queue_ms: float = 0.0
     compute_ms: float = 0.0
+    queued_after: int = 0  # jobs waiting for a batch when this job's batch finished
     _event: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cancelled: bool = field(default=False, repr=False)
@@ -223,9 +224,11 @@ class Batcher:
             job.queue_ms = (t0 - job.enqueued_ns) / 1e6
         outcomes = self._run_isolated(live)
         seconds = (_now_ns() - t0) / 1e9
+        queued = self.pending
         for job, (result, error) in zip(live, outcomes, strict=True):
             job.batch_size = len(live)
             job.compute_ms = seconds * 1e3
+            job.queued_after = queued
             job._finish(result, error)
         if self.on_batch is not None:
             self.on_batch(len(live), seconds)

@@ -168,6 +168,13 @@ class InferResult:
     decode_ms: float
     compute_ms: float
     batch_size: int
+    queued: int = 0  # the server's load when the batch finished (requests waiting ...
+    running: int = 0  # ... and running); see InferReply
+
+    @property
+    def cloud_load(self) -> int:
+        """Requests the cloud had waiting or running as it answered."""
+        return self.queued + self.running
 
     @property
     def server_ms(self) -> float:
@@ -196,6 +203,8 @@ class InferResult:
             decode_ms=reply.decode_ms,
             compute_ms=reply.compute_ms,
             batch_size=reply.batch_size,
+            queued=reply.queued,
+            running=reply.running,
         )
 
 

@@ -162,6 +162,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             decode_ms=decode_ms,
             compute_ms=job.compute_ms,
             batch_size=job.batch_size,
+            queued=job.queued_after,
+            running=job.batch_size,
         )
 
     def _accept(self, request: offload_pb2.InferRequest) -> tuple[ValidRequest, Job, float]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64geml/v1/offload.proto\x12\tedgeml.v1\"f\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05scale\x18\x04 \x03(\x02\x12\x12\n\nzero_point\x18\x05 \x03(\x05\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\xd9\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\r\x12\x0c\n\x04\x65xit\x18\x05 \x01(\r\x12\x0b\n\x03tau\x18\x06 \x01(\x02\x12!\n\x06tensor\x18\x07 \x01(\x0b\x32\x11.edgeml.v1.Tensor\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csent_unix_ns\x18\t \x01(\x04\x42\x0e\n\x0c_deadline_ms\"\xbb\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x12\n\nexit_taken\x18\x04 \x01(\r\x12\x12\n\nexit_block\x18\x05 \x01(\r\x12\x10\n\x08queue_ms\x18\x06 \x01(\x02\x12\x11\n\tdecode_ms\x18\x07 \x01(\x02\x12\x12\n\ncompute_ms\x18\x08 \x01(\x02\x12\x12\n\nbatch_size\x18\t \x01(\r\"$\n\x10ModelInfoRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\xae\x01\n\x08\x43utPoint\x12\r\n\x05split\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12?\n\x0f\x62ytes_per_codec\x18\x04 \x03(\x0b\x32&.edgeml.v1.CutPoint.BytesPerCodecEntry\x1a\x34\n\x12\x42ytesPerCodecEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"c\n\tModelInfo\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\'\n\ncut_points\x18\x03 \x03(\x0b\x32\x13.edgeml.v1.CutPoint\"3\n\x0eProfileRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07repeats\x18\x02 \x01(\r\"R\n\x0cProfileReply\x12\x10\n\x08\x62lock_ms\x18\x01 \x03(\x02\x12\x0f\n\x07head_ms\x18\x02 \x03(\x02\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\r2\x87\x02\n\x07Offload\x12\x37\n\x05Infer\x12\x17.edgeml.v1.InferRequest\x1a\x15.edgeml.v1.InferReply\x12\x41\n\x0bInferStream\x12\x17.edgeml.v1.InferRequest\x1a\x15.edgeml.v1.InferReply(\x01\x30\x01\x12\x41\n\x0cGetModelInfo\x12\x1b.edgeml.v1.ModelInfoRequest\x1a\x14.edgeml.v1.ModelInfo\x12=\n\x07Profile\x12\x19.edgeml.v1.ProfileRequest\x1a\x17.edgeml.v1.ProfileReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64geml/v1/offload.proto\x12\tedgeml.v1\"f\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05scale\x18\x04 \x03(\x02\x12\x12\n\nzero_point\x18\x05 \x03(\x05\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\xd9\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\r\x12\x0c\n\x04\x65xit\x18\x05 \x01(\r\x12\x0b\n\x03tau\x18\x06 \x01(\x02\x12!\n\x06tensor\x18\x07 \x01(\x0b\x32\x11.edgeml.v1.Tensor\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csent_unix_ns\x18\t \x01(\x04\x42\x0e\n\x0c_deadline_ms\"\xdc\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x12\n\nexit_taken\x18\x04 \x01(\r\x12\x12\n\nexit_block\x18\x05 \x01(\r\x12\x10\n\x08queue_ms\x18\x06 \x01(\x02\x12\x11\n\tdecode_ms\x18\x07 \x01(\x02\x12\x12\n\ncompute_ms\x18\x08 \x01(\x02\x12\x12\n\nbatch_size\x18\t \x01(\r\x12\x0e\n\x06queued\x18\n \x01(\r\x12\x0f\n\x07running\x18\x0b \x01(\r\"$\n\x10ModelInfoRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\xae\x01\n\x08\x43utPoint\x12\r\n\x05split\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12?\n\x0f\x62ytes_per_codec\x18\x04 \x03(\x0b\x32&.edgeml.v1.CutPoint.BytesPerCodecEntry\x1a\x34\n\x12\x42ytesPerCodecEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"c\n\tModelInfo\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\'\n\ncut_points\x18\x03 \x03(\x0b\x32\x13.edgeml.v1.CutPoint\"3\n\x0eProfileRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07repeats\x18\x02 \x01(\r\"R\n\x0cProfileReply\x12\x10\n\x08\x62lock_ms\x18\x01 \x03(\x02\x12\x0f\n\x07head_ms\x18\x02 \x03(\x02\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\r2\x87\x02\n\x07Offload\x12\x37\n\x05Infer\x12\x17.edgeml.v1.InferRequest\x1a\x15.edgeml.v1.InferReply\x12\x41\n\x0bInferStream\x12\x17.edgeml.v1.InferRequest\x1a\x15.edgeml.v1.InferReply(\x01\x30\x01\x12\x41\n\x0cGetModelInfo\x12\x1b.edgeml.v1.ModelInfoRequest\x1a\x14.edgeml.v1.ModelInfo\x12=\n\x07Profile\x12\x19.edgeml.v1.ProfileRequest\x1a\x17.edgeml.v1.ProfileReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFERREQUEST']._serialized_start=143
   _globals['_INFERREQUEST']._serialized_end=360
   _globals['_INFERREPLY']._serialized_start=363
-  _globals['_INFERREPLY']._serialized_end=550
-  _globals['_MODELINFOREQUEST']._serialized_start=552
-  _globals['_MODELINFOREQUEST']._serialized_end=588
-  _globals['_CUTPOINT']._serialized_start=591
-  _globals['_CUTPOINT']._serialized_end=765
-  _globals['_CUTPOINT_BYTESPERCODECENTRY']._serialized_start=713
-  _globals['_CUTPOINT_BYTESPERCODECENTRY']._serialized_end=765
-  _globals['_MODELINFO']._serialized_start=767
-  _globals['_MODELINFO']._serialized_end=866
-  _globals['_PROFILEREQUEST']._serialized_start=868
-  _globals['_PROFILEREQUEST']._serialized_end=919
-  _globals['_PROFILEREPLY']._serialized_start=921
-  _globals['_PROFILEREPLY']._serialized_end=1003
-  _globals['_OFFLOAD']._serialized_start=1006
-  _globals['_OFFLOAD']._serialized_end=1269
+  _globals['_INFERREPLY']._serialized_end=583
+  _globals['_MODELINFOREQUEST']._serialized_start=585
+  _globals['_MODELINFOREQUEST']._serialized_end=621
+  _globals['_CUTPOINT']._serialized_start=624
+  _globals['_CUTPOINT']._serialized_end=798
+  _globals['_CUTPOINT_BYTESPERCODECENTRY']._serialized_start=746
+  _globals['_CUTPOINT_BYTESPERCODECENTRY']._serialized_end=798
+  _globals['_MODELINFO']._serialized_start=800
+  _globals['_MODELINFO']._serialized_end=899
+  _globals['_PROFILEREQUEST']._serialized_start=901
+  _globals['_PROFILEREQUEST']._serialized_end=952
+  _globals['_PROFILEREPLY']._serialized_start=954
+  _globals['_PROFILEREPLY']._serialized_end=1036
+  _globals['_OFFLOAD']._serialized_start=1039
+  _globals['_OFFLOAD']._serialized_end=1302
 # @@protoc_insertion_point(module_scope)

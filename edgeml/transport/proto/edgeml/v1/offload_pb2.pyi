@@ -45,7 +45,7 @@ class InferRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., split: _Optional[int] = ..., exit: _Optional[int] = ..., tau: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "class_id", "confidence", "exit_taken", "exit_block", "queue_ms", "decode_ms", "compute_ms", "batch_size")
+    __slots__ = ("request_id", "class_id", "confidence", "exit_taken", "exit_block", "queue_ms", "decode_ms", "compute_ms", "batch_size", "queued", "running")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class InferReply(_message.Message):
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     class_id: int
     confidence: float
@@ -64,7 +66,9 @@ class InferReply(_message.Message):
     decode_ms: float
     compute_ms: float
     batch_size: int
-    def __init__(self, request_id: _Optional[str] = ..., class_id: _Optional[int] = ..., confidence: _Optional[float] = ..., exit_taken: _Optional[int] = ..., exit_block: _Optional[int] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    queued: int
+    running: int
+    def __init__(self, request_id: _Optional[str] = ..., class_id: _Optional[int] = ..., confidence: _Optional[float] = ..., exit_taken: _Optional[int] = ..., exit_block: _Optional[int] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., batch_size: _Optional[int] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ("model_id",)

@@ -1,0 +1,283 @@
+"""A fleet: N simulated edges, each on its own trace, input stream and load, on one cloud.
+
+Each edge is an :class:`~edgeml.rl_agent.env.EdgeCloudEnv` (its link, its inputs, the one
+outcome rule); the cloud is a :class:`~edgeml.decision.cloud.CloudModel`, the server's
+batching rule on simulated time with its measured batch service times. :class:`Fleet`
+interleaves them as a discrete-event simulation on one clock: an edge decides when its input
+arrives (frames at ``input_rate``, each edge at its own phase), its tensor reaches the cloud
+``pre + transfer + rtt/2`` later, waits for a batch, and its reply comes back ``rtt/2``
+after the batch ends, later than alone by the queue wait and the batch's longer run; an edge
+that has no reply by its give-up time answers locally (the outcome rule), and the cloud runs
+its request anyway unless the request's deadline passed first.
+
+With one edge nobody shares the cloud: every request runs at once at batch 1 and
+:meth:`Fleet.play` gives exactly what :meth:`EdgeCloudEnv.step` gives.
+
+:class:`FleetEnv` is the gym view for training: one learning edge among ``N - 1`` others
+driven by a given policy (a snapshot of the learner: parameter sharing).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from edgeml.decision.action import TAUS, Action
+from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudReply, CloudService
+from edgeml.rl_agent.env import EdgeCloudEnv, Pending
+
+__all__ = ["EdgeEpisode", "Fleet", "FleetEnv"]
+
+Decide = Callable[[int, EdgeCloudEnv], Action]
+Record = Callable[[int, float, dict[str, Any]], None]
+
+_DECIDE, _ARRIVE, _GIVE_UP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class EdgeEpisode:
+    """One edge's episode: its trace, where in it it starts, and its seed."""
+
+    trace: str
+    start_s: float
+    seed: int
+
+
+@dataclass
+class _Open:
+    """An offloaded input whose answer the edge has not had yet."""
+
+    edge: int
+    pending: Pending
+    t0_ms: float  # the input's start on the fleet clock
+    done: bool = False
+
+
+@dataclass
+class Fleet:
+    """``envs`` (one per edge) on one cloud; see the module docstring.
+
+    :param envs: the edges (each its own env; they may share traces and the bundle).
+    :param service: the cloud's batch service times.
+    :param rule: the server's batching rule.
+    """
+
+    envs: Sequence[EdgeCloudEnv]
+    service: CloudService
+    rule: BatchingRule = field(default_factory=BatchingRule)
+
+    def __post_init__(self) -> None:
+        self.cloud = CloudModel(self.service, self.rule)
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = itertools.count()
+        self._phase = [0.0] * len(self.envs)
+        self._flying: set[CloudJob] = set()  # sent, not yet arrived
+        self.exit_blocks = tuple(self.service.exits)
+
+    @property
+    def n(self) -> int:
+        return len(self.envs)
+
+    def reset(self, episodes: Sequence[EdgeEpisode], rng: np.random.Generator) -> list[np.ndarray]:
+        """Start every edge's episode; each edge's first frame comes at a random phase
+        within the frame interval (cameras are not synchronised). Returns first observations."""
+        if len(episodes) != self.n:
+            raise ValueError(f"episodes: {len(episodes)} for {self.n} edges")
+        self.cloud = CloudModel(self.service, self.rule)
+        self._heap.clear()
+        self._flying.clear()
+        obs = []
+        for i, (env, ep) in enumerate(zip(self.envs, episodes, strict=True)):
+            o, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
+            obs.append(o)
+            interval_ms = 1000.0 / env.scenario.input_rate
+            self._phase[i] = 0.0 if i == 0 else float(rng.uniform(0.0, interval_ms))
+            self._push(self._phase[i], _DECIDE, i)
+        return obs
+
+    def play(self, decide: Decide, record: Record) -> None:
+        """Run every edge's episode to its end: ``decide(edge, env)`` picks each action,
+        ``record(edge, reward, info)`` receives each answer."""
+        self.pump(decide, record, learner=None)
+
+    def pump(self, decide: Decide, record: Record, learner: int | None) -> float | None:
+        """Run events until ``learner`` is due to decide (returns the time, ms, on the fleet
+        clock; the caller then :meth:`begin`\\ s its action) or until every edge is done
+        (returns None)."""
+        while True:
+            t_cloud = self.cloud.next_event_ms()
+            t_edge = self._heap[0][0] if self._heap else math.inf
+            if t_cloud <= t_edge and t_cloud < math.inf:
+                self._replies(self.cloud.advance(t_cloud), record)
+                continue
+            if not self._heap:
+                return None
+            t, _, kind, what = heapq.heappop(self._heap)
+            if kind == _ARRIVE:
+                self._flying.discard(what)
+                self._replies(self.cloud.advance(t), record)
+                self.cloud.arrive(what)
+                self._replies(self.cloud.advance(t), record)
+            elif kind == _GIVE_UP:
+                if not what.done:  # no reply by the give-up time: the edge answers locally
+                    p = what.pending
+                    late = max(p.give_up_ms - p.reply_ms, 0.0)
+                    reply = CloudReply(late, late, self.cloud.load, expired=True)
+                    self._finish(what, reply, record)
+            else:
+                i = int(what)
+                env = self.envs[i]
+                if env._step >= env.scenario.episode_steps:
+                    continue
+                if i == learner:
+                    return t
+                self.begin(i, decide(i, env), t, record)
+
+    def begin(self, i: int, action: Action, t: float, record: Record) -> None:
+        """Edge ``i`` takes ``action`` for its input due at ``t`` (fleet ms)."""
+        env = self.envs[i]
+        env.cloud_backlog_ms = self.cloud.backlog_ms(t, self._flying)
+        p = env.begin(np.asarray(action))
+        if not p.sent:
+            rew, info = self._answer(i, p, None)
+            record(i, rew, info)
+            return
+        job = CloudJob(
+            key=(p.split, p.exit), arrival_ms=t + p.arrival_ms,
+            stop_block=self.exit_blocks[p.stop], early=TAUS[p.tau_index] < 1.0,
+            expires_ms=t + p.give_up_ms, owner=_Open(i, p, t),
+        )  # fmt: skip
+        self._flying.add(job)
+        self._push(job.arrival_ms, _ARRIVE, job)
+        self._push(t + p.give_up_ms, _GIVE_UP, job.owner)
+
+    def next_obs(self, i: int) -> np.ndarray:
+        """Edge ``i``'s observation for its input now due."""
+        env = self.envs[i]
+        env.cloud_backlog_ms = self.cloud.backlog_ms(self._due(i), self._flying)
+        return env._obs()
+
+    # ------------------------------------------------------------------ internals
+
+    def _push(self, t: float, kind: int, what: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), kind, what))
+
+    def _due(self, i: int) -> float:
+        env = self.envs[i]
+        return self._phase[i] + env.time_s * 1000.0
+
+    def _replies(self, jobs: list[CloudJob], record: Record) -> None:
+        for job in jobs:
+            o: _Open = job.owner
+            if o.done:
+                continue  # the edge gave up on it already
+            p = o.pending
+            if job.expired:
+                continue  # dropped unrun at the deadline: the give-up answers it
+            alone = self.service.alone_ms(p.split, job.stop_block, job.early)
+            extra = max(job.done_ms - job.arrival_ms - alone, 0.0)
+            load = job.queued_at_done + job.batch_size  # the reply's queued + running
+            self._finish(o, CloudReply(job.queue_ms, extra, load), record)
+
+    def _finish(self, o: _Open, reply: CloudReply, record: Record) -> None:
+        o.done = True
+        rew, info = self._answer(o.edge, o.pending, reply)
+        record(o.edge, rew, info)
+
+    def _answer(self, i: int, p: Pending, reply: CloudReply | None) -> tuple[float, dict[str, Any]]:
+        env = self.envs[i]
+        _, rew, _, _, info = env.finish(p, reply)
+        info["edge"] = i
+        if env._step < env.scenario.episode_steps:
+            self._push(self._due(i), _DECIDE, i)
+        return rew, info
+
+
+class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
+    """One learning edge (edge 0) among ``N - 1`` others on a shared cloud, as a gym env.
+
+    :param make_edge: builds one edge env (all share traces and bundle).
+    :param service: the cloud's batch service times; ``rule`` its batching rule.
+    :param sizes: fleet sizes, one drawn per episode (uniformly).
+    :param others: the policy of the other edges, ``others(view) -> Action``; replace it
+        with :meth:`set_others` (e.g. a snapshot of the learner).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        make_edge: Callable[[], EdgeCloudEnv],
+        service: CloudService,
+        sizes: Sequence[int],
+        others: Callable[[Any], Action],
+        rule: BatchingRule | None = None,
+    ) -> None:
+        super().__init__()
+        self.sizes = tuple(int(n) for n in sizes)
+        self.edges = [make_edge() for _ in range(max(self.sizes))]
+        first = self.edges[0]
+        self.action_space = first.action_space
+        self.observation_space = first.observation_space
+        self.service, self.rule = service, rule or BatchingRule()
+        self.others = others
+        self.fleet = Fleet(self.edges[:1], service, self.rule)
+        self._result: tuple[float, dict[str, Any]] | None = None
+
+    def set_others(self, others: Callable[[Any], Action]) -> None:
+        self.others = others
+
+    @property
+    def world(self) -> Any:
+        return self.edges[0].world
+
+    @property
+    def scenario(self) -> Any:
+        return self.edges[0].scenario
+
+    def act(self, policy: Any) -> Action:
+        """``policy``'s action for the learning edge's current input."""
+        return self.edges[0].act(policy)
+
+    def _decide(self, i: int, env: EdgeCloudEnv) -> Action:
+        return self.others(env.know)
+
+    def _record(self, i: int, reward: float, info: dict[str, Any]) -> None:
+        if i == 0:
+            self._result = (reward, info)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        n = self.sizes[int(rng.integers(len(self.sizes)))]
+        self.fleet = Fleet(self.edges[:n], self.service, self.rule)
+        eps = []
+        for env in self.fleet.envs:
+            tr = env.traces[int(rng.integers(len(env.traces)))]
+            eps.append(EdgeEpisode(tr.name, float(rng.uniform(0, tr.duration_s)),
+                                   int(rng.integers(2**31))))  # fmt: skip
+        self.fleet.reset(eps, rng)
+        t = self.fleet.pump(self._decide, self._record, learner=0)
+        assert t is not None
+        self._t = t
+        return self.fleet.next_obs(0), {"edges": n}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._result = None
+        self.fleet.begin(0, Action.of(action), self._t, self._record)
+        t = self.fleet.pump(self._decide, self._record, learner=0)
+        assert self._result is not None  # the learner's input is answered before its next
+        reward, info = self._result
+        if t is None:  # the learner's episode is over
+            return self.edges[0]._obs(), reward, False, True, info
+        self._t = t
+        return self.fleet.next_obs(0), reward, False, False, info
