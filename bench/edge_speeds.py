@@ -27,25 +27,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_BUNDLE = REPO / "edgeml" / "assets" / "bundles" / "default"
 SHIPPED = REPO / "edgeml" / "assets" / "policies" / "default.zip"
-HEURISTICS = ("edgent", "neurosurgeon", "spinn", "cloud_only", "edge_only")
 EDGEML = [sys.executable, "-m", "edgeml.cli"]
+sys.path.insert(0, str(REPO))
+from edgeml.rl_agent.evaluate import HEURISTICS, headroom  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-def headroom(pol: dict[str, Any]) -> dict[str, Any]:
-    """Best heuristic, oracle and PPO's captured share of the headroom between them."""
-    acc = {k: v["timely_accuracy"] for k, v in pol.items()}
-    best = max((k for k in HEURISTICS if k in acc), key=lambda k: acc[k])
-    room = acc["oracle"] - acc[best]
-    return {
-        "best_heuristic": best, "best_heuristic_timely": acc[best], "oracle": acc["oracle"],
-        "ppo": acc["ppo"], "headroom_points": 100 * room,
-        "captured": (acc["ppo"] - acc[best]) / room if room > 1e-9 else None,
-    }  # fmt: skip
 
 
 def main() -> None:

@@ -79,6 +79,9 @@ def _closed_loop(
         if t_start <= now and time.time() <= t_end:  # the whole call inside the window
             out["latency_ms"].append(r.rtt_ms)
             out["batch_size"].append(r.batch_size)
+            out["queue_ms"].append(r.queue_ms)
+            out["decode_ms"].append(r.decode_ms)
+            out["compute_ms"].append(r.compute_ms)
 
 
 def _worker(conn: Connection, threads: int, payloads: list[bytes], meta: dict[str, Any]) -> None:
@@ -103,7 +106,10 @@ def _worker(conn: Connection, threads: int, payloads: list[bytes], meta: dict[st
                 clients[address, i] = c
         conn.send("ready")
         cmd.update(conn.recv())  # the measurement window, once every process is connected
-        outs = [{"latency_ms": [], "batch_size": [], "errors": Counter()} for _ in range(threads)]
+        keys = ("latency_ms", "batch_size", "queue_ms", "decode_ms", "compute_ms")
+        outs: list[dict[str, Any]] = [{k: [] for k in keys} for _ in range(threads)]
+        for o in outs:
+            o["errors"] = Counter()
         ts = [
             threading.Thread(
                 target=_closed_loop,
@@ -124,13 +130,9 @@ def _worker(conn: Connection, threads: int, payloads: list[bytes], meta: dict[st
             t.start()
         for t in ts:
             t.join()
-        conn.send(
-            {
-                "latency_ms": [v for o in outs for v in o["latency_ms"]],
-                "batch_size": [v for o in outs for v in o["batch_size"]],
-                "errors": dict(sum((o["errors"] for o in outs), Counter())),
-            }
-        )
+        reply: dict[str, Any] = {k: [v for o in outs for v in o[k]] for k in keys}
+        reply["errors"] = dict(sum((o["errors"] for o in outs), Counter()))
+        conn.send(reply)
     for c in clients.values():
         c.close()
 
@@ -190,9 +192,15 @@ def edge_payloads(bundle_path: Path, split: int, codec: str, n: int) -> tuple[li
 # --------------------------------------------------------------------------- main
 
 
-def _summary(latency: list[float], batch: list[int], errors: dict[str, int], secs: float) -> dict:
+def _summary(
+    latency: list[float], batch: list[int], errors: dict[str, int], secs: float,
+    server: dict[str, list[float]] | None = None,
+) -> dict:  # fmt: skip
     lat = np.asarray(latency, dtype=float)
+    means = {f"{k}_mean": round(float(np.mean(v)), 3) if v else None
+             for k, v in (server or {}).items()}  # fmt: skip
     return {
+        **means,
         "requests": int(lat.size),
         "requests_per_s": round(lat.size / secs, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
@@ -275,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                 errs: Counter[str] = Counter()
                 for part in parts:
                     errs.update(part["errors"])
-                cell = _summary(lat, bs, dict(errs), args.duration_s)
+                srv = {k: [v for part in parts for v in part[k]]
+                       for k in ("queue_ms", "decode_ms", "compute_ms")}  # fmt: skip
+                cell = _summary(lat, bs, dict(errs), args.duration_s, srv)
                 rounds[s.name].append(cell)
                 print(
                     f"  round {r + 1} {s.name:>13}: {cell['requests_per_s']:8.1f} req/s  "
@@ -306,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms_p50": med("latency_ms_p50"),
             "latency_ms_p99": med("latency_ms_p99"),
             "batch_size_mean": med("batch_size_mean"),
+            "queue_ms_mean": med("queue_ms_mean"),
+            "decode_ms_mean": med("decode_ms_mean"),
+            "compute_ms_mean": med("compute_ms_mean"),
+            "latency_ms_mean": med("latency_ms_mean"),
             "batch_size_max": max((c["batch_size_max"] or 0) for c in cells),
             "requests": sum(c["requests"] for c in cells),
             "errors": sum(errors.values()),

@@ -522,7 +522,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_runtime(sub: argparse._SubParsersAction) -> None:
-    """``edge``, ``demo`` and ``emulate``: their arguments and handlers live in
+    """``edge``, ``demo``, ``emulate`` and ``fleet``: their arguments and handlers live in
     :mod:`edgeml.runtime.commands` (argparse only at import; the rest loads when run)."""
     from edgeml.runtime import commands as c
 
@@ -544,6 +544,12 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
             "root: cloud and edge in network namespaces, tc-shaped",
             c.add_emulate_args,
             c.cmd_emulate,
+        ),
+        (
+            "fleet",
+            "N edge daemons (processes) on one batching cloud, every policy in turn",
+            c.add_fleet_args,
+            c.cmd_fleet,
         ),
     ):
         p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 
@@ -92,7 +91,7 @@ def test_the_simulated_cloud_forms_the_real_batchers_batches() -> None:
     sim_batches, sim_expired = _simulated()
     assert sim_batches == EXPECTED
     assert sim_expired == {"i"}
-    for attempt in range(3):  # wall-clock scheduling on a shared machine: a rare late wake-up
+    for _attempt in range(3):  # wall-clock scheduling on a shared machine: a rare late wake-up
         real_batches, real_expired = _measured()
         if real_batches == sim_batches and real_expired == sim_expired:
             return

@@ -14,8 +14,8 @@ from edgeml.cli import main
 from edgeml.decision.actor import NumpyActor
 from edgeml.decision.policies import RandomPolicy, make_policy
 from edgeml.decision.scenario import Scenario
-from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent import evaluate as ev
+from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.evaluate import METRICS, EvalConfig, evaluate, make_env
 from edgeml.rl_agent.traces import default_traces_dir, load_traces
 from edgeml.rl_agent.train import TrainConfig, TrainResult, check_actor, train_agent

@@ -1,4 +1,4 @@
-"""``edgeml demo`` and ``edgeml emulate`` end to end, kept small (a few inputs per policy)."""
+"""``edgeml demo``, ``fleet`` and ``emulate`` end to end, kept small (a few inputs each)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,37 @@ def test_demo_runs_policies_on_the_same_inputs(profiled_bundle: Bundle, tmp_path
     }
     assert inputs["ppo"] == inputs["edge_only"] == inputs["cloud_only"]  # the same stream
     assert (out / "demo.png").stat().st_size > 10_000
+
+
+def test_fleet_runs_edge_processes_on_one_cloud_per_policy(
+    profiled_bundle: Bundle, tmp_path
+) -> None:
+    from edgeml.runtime.fleet_live import FleetConfig, run_fleet_live
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    for i in range(4):
+        (traces / f"fam_{i}.csv").write_text(_trace(tmp_path).read_text())
+    last = len(profiled_bundle.manifest.exits) - 1
+    cfg = FleetConfig(
+        bundle=str(profiled_bundle.path), policy=f"fixed:1,{last},0.9", traces=str(traces),
+        baselines=("cloud_only",), edges=3, rounds=2, inputs=8, rate=20.0, edge_slowdown=2.0,
+        rtt_ms=10.0, out=str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run_fleet_live(cfg) == 0
+    out = tmp_path / "out"
+    report = json.loads((out / "fleet.json").read_text())
+    assert set(report["results"]) == {"ppo", "cloud_only"}
+    for r in report["results"].values():
+        assert r["live"]["inputs"] == 3 * 2 * 8  # every edge, every round
+        assert r["sim"]["inputs"] == 3 * 8  # the same fleet, once, in the simulator
+    assert report["results"]["cloud_only"]["live"]["offload_rate"] > 0.5
+    assert len({e["offset_s"] for e in report["edges"]}) == 3  # each edge its own stretch
+    for i in range(3):  # edge i sees the same inputs under every policy
+        seen = {(n, r): [json.loads(ln)["input"] for ln in (out / f"{n}.r{r}.edge{i}.jsonl").open()]
+                for n in ("ppo", "cloud_only") for r in (0, 1)}  # fmt: skip
+        assert len({tuple(v) for v in seen.values()}) == 1
+    assert (out / "fleet.png").stat().st_size > 10_000
 
 
 def _netns_allowed() -> bool:

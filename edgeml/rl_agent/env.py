@@ -281,6 +281,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             "sample": i, "time_s": p.t - self._t0, "bandwidth_mbps": self.trace.mbps_at(p.t),
             "estimate_mbps": self.estimate_mbps, "edge_load": load,
             "cloud_wait_ms": 0.0 if cloud is None else cloud.extra_ms,
+            "cloud_queue_ms": 0.0 if cloud is None else cloud.queue_ms,
         }  # fmt: skip
         self.know.record_answer(latency, conf, out.exit_index, out.where != "edge")
         self._t += max(latency, 1000.0 / sc.input_rate) / 1000.0

@@ -1,4 +1,4 @@
-"""Arguments and handlers of ``edgeml edge``, ``edgeml demo`` and ``edgeml emulate``.
+"""Arguments and handlers of ``edgeml edge``, ``demo``, ``emulate`` and ``fleet``.
 
 ``edgeml.cli`` stays thin: its ``_add_runtime`` creates the sub-parsers and hands them to
 the functions here. At parse time only argparse and the torch-free decision core (for the
@@ -21,9 +21,11 @@ SOURCE_FIELDS = ("bundle", "traces", "trace_split", "families")
 
 __all__ = [
     "add_demo_args",
+    "add_fleet_args",
     "add_edge_args",
     "add_emulate_args",
     "cmd_demo",
+    "cmd_fleet",
     "cmd_edge",
     "cmd_emulate",
 ]
@@ -76,6 +78,11 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         "--ready-file",
         default=None,
         help="write this file once taking inputs (removed on exit): a readiness signal",
+    )
+    p.add_argument(
+        "--go-file",
+        default=None,
+        help="once ready, wait for this file to exist before the first input (fleet start)",
     )
     p.add_argument(
         "--recheck-s",
@@ -136,7 +143,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
             probe_after_s=sc.probe_interval_s, probe_bytes=int(sc.probe_bytes),
             grace_ms=sc.grace_ms, recheck_s=args.recheck_s, base_scenario=sc,
-            ready_file=args.ready_file, token=token,
+            ready_file=args.ready_file, go_file=args.go_file, token=token,
             root_ca=args.root_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
             threads=args.threads, run=args.run, seed=args.seed,
         )  # fmt: skip
@@ -241,4 +248,36 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         return run_emulate(cfg)
     except (ValueError, OSError, EmulationError) as exc:
         print(f"edgeml emulate: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--edges", type=int, default=8, help="edge daemons sharing the cloud")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every policy, rotating")
+    p.add_argument("--bundle", default=None, help="bundle (default: the shipped default)")
+    p.add_argument(
+        "--policy", default=None, help="PPO actor .npz/.zip (default: the shipped policy)"
+    )
+    p.add_argument(
+        "--traces", default=None,
+        help="directory of time_s,mbps CSVs; edges take its test split (default: the shared)",
+    )  # fmt: skip
+    p.add_argument("--max-batch", type=int, default=16, help="the cloud's max batch")
+    p.add_argument("--max-wait-us", type=int, default=1000, help="the cloud's batch wait")
+    _add_live_run_args(p, "inputs per edge, policy and round", out="fleet-out")
+    p.set_defaults(inputs=150)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from edgeml.errors import InputError
+    from edgeml.runtime.fleet_live import FleetConfig, run_fleet_live
+
+    try:
+        cfg = FleetConfig(
+            **_live_run_fields(args), edges=args.edges, rounds=args.rounds, traces=args.traces,
+            max_batch=args.max_batch, max_wait_us=args.max_wait_us,
+        )  # fmt: skip
+        return run_fleet_live(cfg)
+    except (InputError, ValueError, OSError, RuntimeError) as exc:
+        print(f"edgeml fleet: {exc}", file=sys.stderr)
         return 2

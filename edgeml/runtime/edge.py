@@ -384,9 +384,12 @@ class EdgeDaemon:
             target=self.cloud.probe_loop, args=(self.stop_event,), name="edgeml-probe", daemon=True
         )
         prober.start()
-        self._t0 = time.monotonic()
         if cfg.ready_file is not None:
             Path(cfg.ready_file).write_text(json.dumps({"pid": os.getpid()}) + "\n")
+        while cfg.go_file is not None and not Path(cfg.go_file).exists():
+            if self.stop_event.wait(0.005):
+                break
+        self._t0 = time.monotonic()
         try:
             for seq, (item, arrival) in enumerate(
                 paced(items, cfg.rate, self.stop_event, cfg.max_inputs)

@@ -51,6 +51,8 @@ class EdgeConfig:
     :param reconnect_every_s: while the cloud is unreachable, try a fresh channel this often.
     :param ready_file: written (with the pid) once the daemon takes inputs, and removed when
         it stops: the readiness signal for a supervisor (``emulate``, a container probe).
+    :param go_file: once ready, wait until this file exists before the first input (a
+        supervisor starts many edges at once: ``edgeml fleet``).
     :param recheck_s: how often a replica taken out of rotation for other weights is asked
         for its model again (it returns once it runs the edge's).
     :param run: a label copied into every log line (e.g. the policy's name in the demo).
@@ -87,6 +89,7 @@ class EdgeConfig:
     reconnect_every_s: float = 0.5
     recheck_s: float = 2.0
     ready_file: str | Path | None = None
+    go_file: str | Path | None = None
     run: str = ""
     seed: int = 0
     base_scenario: Scenario | None = None

@@ -1,0 +1,315 @@
+"""``edgeml fleet``: N real edge daemons on one real batching cloud, every policy in turn.
+
+What it does:
+
+1. starts one ``edgeml serve`` process on 127.0.0.1 (the server's batching settings);
+2. picks N held-out traces (test split; cycled when there are fewer) and a start offset in
+   each, fixed by the seed: edge ``i`` always sees its own trace stretch and input stream;
+3. for each round, for each policy (PPO and the live baselines, in an order that rotates by
+   one every round): starts N ``edgeml edge`` processes, each with its own trace emulated in
+   user space (bytes paced by the trace, plus RTT), waits until all are ready and lets them
+   go at once, and collects their JSONL logs;
+4. plays the same fleet in the simulator (:class:`~edgeml.rl_agent.fleet.Fleet`: the same
+   traces, offsets and edge count, the bundle's measured cloud batch times) per policy;
+5. prints a table of fleet timely accuracy (all edges' inputs pooled over rounds), the
+   worst edge's, mean latency and cloud queue wait, measured and simulated, and writes the
+   JSON, the logs and a PNG of cloud queue, latency and decisions over time per policy.
+
+How many edges a machine emulates honestly is bounded by its cores: the edges' compute
+is real (then slowed by sleeping), the cloud's is real, and the logs record each edge's
+measured load (``cpu_load``), so an overloaded host shows up in the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeml.bundle import Bundle
+from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FleetConfig", "run_fleet_live"]
+
+
+@dataclass(kw_only=True)
+class FleetConfig(LiveConfig):
+    """Everything ``edgeml fleet`` sets (defaults: the CLI's)."""
+
+    edges: int = 8
+    rounds: int = 3
+    traces: str | None = None  # a directory of trace CSVs (default: the shared traces)
+    max_batch: int = 16
+    max_wait_us: int = 1000
+    startup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        from edgeml.errors import InputError
+
+        for name in ("edges", "rounds", "inputs"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name}: must be >= 1, got {getattr(self, name)}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _child_env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _start_server(cfg: FleetConfig, bundle: Path, port: int, out: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "edgeml.cli", "serve", str(bundle), "--port", str(port),
+           "--max-batch", str(cfg.max_batch), "--max-wait-us", str(cfg.max_wait_us)]  # fmt: skip
+    err = (out / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True, env=_child_env())
+    deadline = time.monotonic() + cfg.startup_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"edgeml serve exited {proc.returncode}: see {out / 'serve.log'}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"edgeml serve did not listen on port {port} in time")
+
+
+def pick_edges(cfg: FleetConfig, traces_dir: Path) -> list[tuple[Path, float, int]]:
+    """``(trace file, start offset s, seed)`` per edge: test-split traces in name order,
+    cycled, each at a seeded offset that leaves room for the run."""
+    from edgeml.rl_agent.traces import load_traces
+
+    traces = sorted(load_traces(traces_dir, split="test"), key=lambda t: t.name)
+    rng = np.random.default_rng(cfg.seed)
+    need_s = cfg.inputs / cfg.rate * 2 + 10
+    out = []
+    for i in range(cfg.edges):
+        tr = traces[i % len(traces)]
+        off = float(rng.uniform(0, max(tr.duration_s - need_s, 1.0)))
+        out.append((traces_dir / tr.name, round(off, 1), cfg.seed * 1000 + i))
+    return out
+
+
+def _run_round(
+    cfg: FleetConfig, bundle: Path, port: int, policy: str, name: str, source: str,
+    edges: list[tuple[Path, float, int]], out: Path, tag: str,
+) -> list[list[dict[str, Any]]]:  # fmt: skip
+    """One policy on every edge at once; each edge's records (logs ``TAG.edgeI.jsonl``)."""
+    go = out / f"{tag}.go"
+    go.unlink(missing_ok=True)
+    procs, logs, readies = [], [], []
+    try:
+        for i, (trace, offset, seed) in enumerate(edges):
+            log_path = out / f"{tag}.edge{i}.jsonl"
+            log_path.unlink(missing_ok=True)
+            ready = log_path.with_suffix(".ready")
+            ready.unlink(missing_ok=True)
+            cmd = [
+                sys.executable, "-m", "edgeml.cli", "edge", str(bundle),
+                "--cloud", f"127.0.0.1:{port}", "--policy", policy,
+                "--source", f"{source}:{seed}", "--rate", str(cfg.rate),
+                "--deadline-ms", str(cfg.deadline_ms), "--edge-slowdown", str(cfg.edge_slowdown),
+                "--codec", cfg.codec, "--max-inputs", str(cfg.inputs), "--rtt-ms", str(cfg.rtt_ms),
+                "--link-trace", str(trace), "--link-offset-s", str(offset),
+                "--link-rtt-ms", str(cfg.rtt_ms), "--log", str(log_path), "--run", name,
+                "--seed", str(seed), "--ready-file", str(ready), "--go-file", str(go),
+            ]  # fmt: skip
+            err = log_path.with_suffix(".stderr").open("w")
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                          text=True, env=_child_env()))  # fmt: skip
+            logs.append(log_path)
+            readies.append(ready)
+        deadline = time.monotonic() + cfg.startup_timeout_s
+        while not all(r.exists() for r in readies):
+            for p, lp in zip(procs, logs, strict=True):
+                if p.poll() is not None:
+                    text = lp.with_suffix(".stderr").read_text()[-2000:]
+                    raise RuntimeError(f"edge ({name}) exited {p.returncode}:\n{text}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"edges ({name}) not ready in {cfg.startup_timeout_s:g} s")
+            time.sleep(0.05)
+        go.write_text("go\n")
+        for p in procs:
+            p.wait()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        go.unlink(missing_ok=True)
+    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    if bad:
+        raise RuntimeError(f"edges ({name}) failed: {bad}; see {out}/*.stderr")
+    return [[json.loads(line) for line in lp.read_text().splitlines()] for lp in logs]
+
+
+def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Fleet metrics of one policy's live records (rounds pooled): timely accuracy over all
+    inputs, the worst edge's, mean latency, the cloud's mean queue wait over offloads."""
+    recs = [r for edge in per_edge for r in edge]
+    timely = [bool(r["timely"]) for r in recs]
+    per = [float(np.mean([bool(r["timely"]) for r in e])) for e in per_edge if e]
+    cloud = [r["latency_ms"]["cloud_queue"] for r in recs if r["where"] == "cloud"]
+    return {
+        "inputs": len(recs),
+        "timely_accuracy": float(np.mean(timely)),
+        "worst_edge_timely_accuracy": min(per),
+        "latency_ms_mean": float(np.mean([r["latency_ms"]["total"] for r in recs])),
+        "cloud_queue_ms_mean": float(np.mean(cloud)) if cloud else 0.0,
+        "offload_rate": float(np.mean([r["where"] == "cloud" for r in recs])),
+        "cpu_load_mean": float(np.mean([r["cpu_load"] for r in recs])),
+    }
+
+
+def simulate(
+    cfg: FleetConfig, bundle: Bundle, policy: str, edges: list[tuple[Path, float, int]]
+) -> dict[str, Any]:
+    """The same fleet in the simulator: its fleet metrics (as :func:`live_metrics`)."""
+    from edgeml.decision.cloud import BatchingRule, CloudService
+    from edgeml.decision.policies import make_policy
+    from edgeml.decision.scenario import Scenario
+    from edgeml.rl_agent.env import EdgeCloudEnv
+    from edgeml.rl_agent.fleet import EdgeEpisode, Fleet
+    from edgeml.rl_agent.traces import load_traces
+
+    sc = replace(
+        Scenario(), deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
+        rtt_ms=cfg.rtt_ms, codec=cfg.codec, input_rate=cfg.rate, episode_steps=cfg.inputs,
+    )  # fmt: skip
+    traces = load_traces(sorted({str(t) for t, _, _ in edges}))
+    envs = [EdgeCloudEnv(sc, bundle=bundle, traces=traces) for _ in edges]
+    service = CloudService.from_profile(bundle.profile, sc.cloud_speedup)
+    fleet = Fleet(envs, service, BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0))
+    pol = make_policy(policy, envs[0].world, bundle_sha256=bundle.weights_sha256)
+    pol.reset(cfg.seed)
+    eps = [EdgeEpisode(t.name, off, seed) for t, off, seed in edges]
+    fleet.reset(eps, np.random.default_rng(cfg.seed))
+    rows: list[list[dict[str, Any]]] = [[] for _ in edges]
+    fleet.play(lambda i, env: env.act(pol), lambda i, rew, info: rows[i].append(info))
+    recs = [r for e in rows for r in e]
+    cloud = [r["cloud_queue_ms"] for r in recs if r["offloaded"]]
+    return {
+        "inputs": len(recs),
+        "timely_accuracy": float(np.mean([r["timely"] for r in recs])),
+        "worst_edge_timely_accuracy": min(float(np.mean([r["timely"] for r in e])) for e in rows),
+        "latency_ms_mean": float(np.mean([r["latency_ms"] for r in recs])),
+        "cloud_queue_ms_mean": float(np.mean(cloud)) if cloud else 0.0,
+        "offload_rate": float(np.mean([r["offloaded"] for r in recs])),
+    }
+
+
+def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
+    head = (f"{'policy':<14}{'timely':>8}{'sim':>8}{'worst':>7}{'lat ms':>8}{'sim':>8}"
+            f"{'lat m/s':>8}{'queue ms':>9}{'sim':>7}{'offload':>8}{'cpu':>6}")  # fmt: skip
+    lines = [title, head, "-" * len(head)]
+    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["live"]["timely_accuracy"]):
+        m, s = r["live"], r["sim"]
+        ratio = m["latency_ms_mean"] / s["latency_ms_mean"] if s["latency_ms_mean"] else np.nan
+        lines.append(
+            f"{name:<14}{m['timely_accuracy']:>8.4f}{s['timely_accuracy']:>8.4f}"
+            f"{m['worst_edge_timely_accuracy']:>7.3f}{m['latency_ms_mean']:>8.1f}"
+            f"{s['latency_ms_mean']:>8.1f}{ratio:>8.3f}{m['cloud_queue_ms_mean']:>9.2f}"
+            f"{s['cloud_queue_ms_mean']:>7.2f}{m['offload_rate']:>8.3f}{m['cpu_load_mean']:>6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_fleet(runs: dict[str, list[list[dict[str, Any]]]], out: Path, title: str) -> Path:
+    """Cloud queue wait, latency and split over time (all edges, first round) per policy."""
+    from edgeml.rl_agent.plot import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    for name, per_edge in runs.items():
+        recs = sorted((r for e in per_edge for r in e), key=lambda r: r["t_unix"])
+        if not recs:
+            continue
+        t0 = recs[0]["t_unix"]
+        t = np.array([r["t_unix"] - t0 for r in recs])
+        q = np.array([r["latency_ms"]["cloud_queue"] for r in recs])
+        lat = np.array([r["latency_ms"]["total"] for r in recs])
+        split = np.array([r["action"]["split"] for r in recs], dtype=float)
+        k = max(len(recs) // 60, 1)  # a moving mean over ~1/60 of the run
+        kern = np.ones(k) / k
+        for ax, y in zip(axes, (q, lat, split), strict=True):
+            ax.plot(t[: len(y) - k + 1], np.convolve(y, kern, "valid"), label=name, lw=1)
+    for ax, label in zip(axes, ("cloud queue ms", "latency ms", "split"), strict=True):
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, ncol=4)
+    axes[-1].set_xlabel("s since the fleet started (first round)")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, out, 120)
+
+
+def run_fleet_live(cfg: FleetConfig) -> int:
+    from edgeml.runtime.sources import default_source
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(cfg.bundle, out)
+    policy, origin = resolve_policy(cfg.policy, bundle, out, cfg)
+    traces_dir = Path(cfg.traces) if cfg.traces else find_traces_dir()
+    edges = pick_edges(cfg, traces_dir)
+    source = default_source(bundle.manifest.dataset)
+    names = ("ppo", *cfg.baselines)
+    spec = {n: (policy if n == "ppo" else n) for n in names}
+    print(f"edgeml fleet: {cfg.edges} edges on one cloud (max batch {cfg.max_batch}, wait "
+          f"{cfg.max_wait_us} us), {cfg.inputs} inputs per edge per policy at {cfg.rate:g}/s, "
+          f"{cfg.rounds} rounds, policies {', '.join(names)}; policy {policy} ({origin})",
+          flush=True)  # fmt: skip
+    port = _free_port()
+    server = _start_server(cfg, bundle.path, port, out)
+    runs: dict[str, list[list[dict[str, Any]]]] = {n: [[] for _ in edges] for n in names}
+    first: dict[str, list[list[dict[str, Any]]]] = {}
+    try:
+        for r in range(cfg.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                t0 = time.perf_counter()
+                per_edge = _run_round(cfg, bundle.path, port, spec[name], name, source, edges,
+                                      out, f"{name}.r{r}")  # fmt: skip
+                first.setdefault(name, per_edge)
+                for acc, recs in zip(runs[name], per_edge, strict=True):
+                    acc.extend(recs)
+                m = live_metrics(per_edge)
+                print(f"  round {r + 1} {name:<13} timely {m['timely_accuracy']:.3f} latency "
+                      f"{m['latency_ms_mean']:.1f} ms queue {m['cloud_queue_ms_mean']:.2f} ms "
+                      f"cpu {m['cpu_load_mean']:.2f} [{time.perf_counter() - t0:.0f} s]",
+                      flush=True)  # fmt: skip
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    results = {n: {"live": live_metrics(runs[n]), "sim": simulate(cfg, bundle, spec[n], edges)}
+               for n in names}  # fmt: skip
+    title = (f"edgeml fleet: {cfg.edges} edges, {cfg.rounds} rounds x {cfg.inputs} inputs/edge,"
+             f" deadline {cfg.deadline_ms:g} ms, edge x{cfg.edge_slowdown:g}; sim = the same "
+             "fleet in the simulator")  # fmt: skip
+    print(format_table(results, title))
+    png = plot_fleet(first, out / "fleet.png", title)
+    report = {
+        "config": cfg.as_dict(), "policy": policy, "policy_origin": origin,
+        "edges": [{"trace": str(t), "offset_s": o, "seed": s} for t, o, s in edges],
+        "results": results, "wall_s": round(time.perf_counter() - t_start, 1),
+    }  # fmt: skip
+    (out / "fleet.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'fleet.json'}, {png} and the per-edge logs in {out}/ "
+          f"({report['wall_s']:.0f} s)")  # fmt: skip
+    return 0
