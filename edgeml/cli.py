@@ -270,6 +270,8 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
         ):
             if value < 1:
                 raise InputError(f"{flag}: must be >= 1, got {value}")
+        if not 0.0 <= args.fleet_herd <= 1.0:
+            raise InputError(f"--fleet-herd: must be in [0, 1], got {args.fleet_herd}")
         if args.teacher != "none" and args.teacher not in TEACHERS:
             raise InputError(
                 f"--teacher: {args.teacher!r} is not one of {['none', *sorted(TEACHERS)]}"
@@ -282,6 +284,7 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
             fleet_sizes=_sizes("--fleet-sizes", args.fleet_sizes),
+            fleet_herd=args.fleet_herd,
             warm_start=WarmStartConfig(teacher=args.teacher),
         )
         bundle = Bundle.load(args.bundle)
@@ -313,6 +316,10 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
         "--fleet-sizes", default="",
         help="train on a shared cloud: one learning edge among N-1 policy snapshots, N drawn "
         "per episode from this comma list (e.g. 1,2,4,8,16,32); empty: one edge, idle cloud",
+    )  # fmt: skip
+    p.add_argument(
+        "--fleet-herd", type=float, default=d.fleet_herd,
+        help="share of the other edges' decisions that offload everything (congestion)",
     )  # fmt: skip
     p.add_argument(
         "--teacher", default=d.warm_start.teacher,

@@ -62,3 +62,5 @@ class TrainConfig:
     #: by a snapshot of the policy (refreshed every rollout), ``N`` drawn from these; ``()``
     #: trains one edge on a cloud of its own.
     fleet_sizes: tuple[int, ...] = ()
+    #: Share of the other edges' decisions that offload everything (see ``train._Others``).
+    fleet_herd: float = 0.2

@@ -67,13 +67,21 @@ class _FixedEpisodes(gym.Wrapper):
 
 class _Others:
     """The policy of a training fleet's other edges: the teacher until PPO starts, then a
-    snapshot of the learner taken at the start of every rollout (parameter sharing)."""
+    snapshot of the learner taken at the start of every rollout (parameter sharing).
 
-    def __init__(self, first: Policy | None) -> None:
-        self.policy = first
+    A share ``herd`` of their decisions offloads everything (``cloud_only``) whatever the
+    cloud's state: a fleet of planners that back off in time rarely congests, so without
+    it the learner seldom sees a queued cloud and never learns to leave one.
+    """
+
+    def __init__(self, first: Policy | None, herd: Policy, share: float, seed: int) -> None:
+        self.policy, self.herd, self.share = first, herd, share
+        self._rng = np.random.default_rng(seed)
 
     def act(self, view: Any) -> Action:
-        if self.policy is None:  # no teacher and no rollout yet: what the learner would do
+        if self.share > 0 and self._rng.random() < self.share:
+            return self.herd.act(view)
+        if self.policy is None:  # no teacher and no rollout yet
             raise RuntimeError("fleet others: no policy yet")
         return self.policy.act(view)
 
@@ -164,8 +172,11 @@ def train_agent(
     torch.set_num_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
-    others = _Others(make_policy(cfg.warm_start.teacher, World.from_bundle(bundle, scenario))
-                     if cfg.warm_start.teacher != "none" else None)  # fmt: skip
+    world = World.from_bundle(bundle, scenario)
+    teacher = cfg.warm_start.teacher
+    first = make_policy(teacher, world) if teacher != "none" else None
+    herd = make_policy("cloud_only", world)
+    others = _Others(first, herd, cfg.fleet_herd, cfg.seed + 20_000)
 
     def one_env() -> EdgeCloudEnv | FleetEnv:
         """The training env: one edge, or one learning edge in a fleet."""

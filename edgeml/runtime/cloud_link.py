@@ -90,7 +90,9 @@ class CloudLink:
         self._loads: list[CloudReply] = []  # cloud load reports not yet read (under lock)
 
     def cloud_reports(self) -> list[CloudReply]:
-        """The cloud load reports (replies and probes) since the last call, oldest first."""
+        """The cloud load reports of the edge's offloads since the last call, oldest first
+        (not the probes': the simulator's edge learns the cloud's state only from its
+        offloads, and the daemon keeps to the same world)."""
         with self.lock:
             out, self._loads = self._loads, []
         return out
@@ -272,7 +274,6 @@ class CloudLink:
                 self.link.receive(dl)
             with self.lock:
                 self.estimator.observe(r.sent_bytes, time.monotonic() - t0 - r.server_ms / 1e3)
-            self._report(r, p, last, 1.0)
             self.metrics.bytes_sent.inc(r.sent_bytes)
             self.metrics.probes.labels("ok").inc()
             self.down = False
