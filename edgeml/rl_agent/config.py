@@ -63,4 +63,4 @@ class TrainConfig:
     #: trains one edge on a cloud of its own.
     fleet_sizes: tuple[int, ...] = ()
     #: Share of the other edges' decisions that offload everything (see ``train._Others``).
-    fleet_herd: float = 0.2
+    fleet_herd: float = 0.1
