@@ -73,25 +73,15 @@ def main() -> None:
         print(f"| {s}x | {cells} | {h['best_heuristic']} | {h['headroom_points']:.1f} pt | {cap} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"traces": args.traces, "results": results}, indent=2) + "\n")
-    try:
-        import matplotlib
+    from edgeml.rl_agent.plot import plot_sweep
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        xs = [float(s) for s in results]
-        for n in names:
-            ax.plot(xs, [results[s]["policies"][n]["timely_accuracy"] for s in results],
-                    marker="o", label=n)  # fmt: skip
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("edge slowdown (x this machine's ONNX core)")
-        ax.set_ylabel("timely accuracy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.out.with_suffix(".png"), dpi=120)
-    except ImportError:
-        pass
+    plot_sweep(
+        results,
+        names,
+        "edge slowdown (x this machine's ONNX core)",
+        "timely accuracy",
+        args.out.with_suffix(".png"),
+    )
     print(f"wrote {args.out}")
 
 

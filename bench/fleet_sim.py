@@ -72,25 +72,15 @@ def main() -> None:
     meta = {"traces": args.traces, "policy": args.policy, "segments": args.segments,
             "steps": args.steps, "extra": extra}  # fmt: skip
     args.out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    try:
-        import matplotlib
+    from edgeml.rl_agent.plot import plot_sweep
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        xs = [int(n) for n in results]
-        for k in SHOWN:
-            ax.plot(xs, [results[n]["policies"][k]["timely_accuracy"] for n in results],
-                    marker="o", label=k)  # fmt: skip
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("edges sharing one cloud")
-        ax.set_ylabel("fleet timely accuracy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.out.with_suffix(".png"), dpi=120)
-    except ImportError:
-        pass
+    plot_sweep(
+        results,
+        SHOWN,
+        "edges sharing one cloud",
+        "fleet timely accuracy",
+        args.out.with_suffix(".png"),
+    )
     print(f"wrote {args.out}")
 
 

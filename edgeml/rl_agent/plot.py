@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_evaluation", "pyplot", "save_figure"]
+__all__ = ["plot_evaluation", "plot_sweep", "pyplot", "save_figure"]
 
 
 def pyplot() -> Any:
@@ -30,6 +30,25 @@ def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path
+
+
+def plot_sweep(
+    results: Mapping[str, Mapping[str, Any]], names: Sequence[str], xlabel: str, ylabel: str,
+    path: str | Path,
+) -> Path:  # fmt: skip
+    """Timely accuracy of each policy in ``names`` over a swept setting (the keys of
+    ``results``, numbers; log2 axis), one evaluation JSON's ``policies`` per key."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [float(k) for k in results]
+    for n in names:
+        ys = [r["policies"][n]["timely_accuracy"] for r in results.values()]
+        ax.plot(xs, ys, marker="o", label=n)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path, 120)
 
 
 def _pick_episode(records: Mapping[str, Mapping[str, np.ndarray]], family: str | None) -> int:
