@@ -167,7 +167,6 @@ def run_fleet(
     arrays as :func:`run_policy` does, plus ``edge`` (a global edge id) and ``cloud_wait_ms``."""
     keys = (*_FIELDS, "reward", "family", "episode", "edge", "cloud_wait_ms")
     cols: dict[str, list[Any]] = {k: [] for k in keys}
-    fams = [[ep.family for ep in fleet] for fleet in fleets]
     for f, fleet_eps in enumerate(tqdm(fleets, desc=policy.name, disable=not progress)):
         fleet = Fleet(envs[: len(fleet_eps)], service, rule)
         policy.reset(seed + f)
@@ -175,12 +174,13 @@ def run_fleet(
         fleet.reset(eps, np.random.default_rng(seed * 7_919 + f))
 
         def record(
-            i: int, reward: float, info: dict[str, Any], base: int = f * len(fleet_eps)
-        ) -> None:
+            i: int, reward: float, info: dict[str, Any],
+            base: int = f * len(fleet_eps), eps_f: Sequence[Episode] = fleet_eps,
+        ) -> None:  # fmt: skip
             for k in _FIELDS:
                 cols[k].append(info[k])
             cols["reward"].append(reward)
-            cols["family"].append(fams[base // len(fams[0])][i])
+            cols["family"].append(eps_f[i].family)
             cols["episode"].append(base + i)
             cols["edge"].append(base + i)
             cols["cloud_wait_ms"].append(info["cloud_wait_ms"])
@@ -189,7 +189,7 @@ def run_fleet(
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
-def fleet_metrics(rec: Mapping[str, np.ndarray], scenario: Scenario) -> dict[str, Any]:
+def fleet_metrics(rec: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """What a fleet adds to :func:`summarize`: the worst edge's timely accuracy and the
     cloud's extra wait (mean, p95) over offloaded inputs."""
     timely = np.asarray(rec["timely"], float)
@@ -244,7 +244,7 @@ def evaluate(
             results[pol.name] = summarize(rec, scenario)
         else:
             rec = run_fleet(envs, service, rule, pol, fleets, cfg.seed, progress=progress)
-            results[pol.name] = {**summarize(rec, scenario), **fleet_metrics(rec, scenario)}
+            results[pol.name] = {**summarize(rec, scenario), **fleet_metrics(rec)}
         records[pol.name] = rec
         log.info("%s: timely accuracy %.4f", pol.name, results[pol.name]["timely_accuracy"])
     sc = env.scenario.to_dict()

@@ -235,7 +235,8 @@ def _wait_ready_file(proc: subprocess.Popen[str], path: Path, what: str) -> None
         time.sleep(0.05)
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of a child edgeml process: one OpenMP thread, unbuffered output."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONUNBUFFERED"] = "1"
@@ -285,7 +286,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
         server = subprocess.Popen(
             net.exec_cmd(net.cloud, [py, "-m", "edgeml.cli", "serve", str(bundle.path),
                                      "--host", CLOUD_IP, "--port", str(cfg.port)]),
-            stdout=subprocess.DEVNULL, stderr=serve_log, text=True, env=_child_env(),
+            stdout=subprocess.DEVNULL, stderr=serve_log, text=True, env=child_env(),
         )  # fmt: skip
         procs.append(server)
         _wait_serving(net, server, f"{CLOUD_IP}:{cfg.port}", out / "serve.log")
@@ -390,7 +391,7 @@ def _run_policy(
     with err_path.open("w") as err:
         edge = subprocess.Popen(
             net.exec_cmd(net.edge, cmd), stdout=subprocess.DEVNULL, stderr=err, text=True,
-            env=_child_env(),
+            env=child_env(),
         )  # fmt: skip
         procs.append(edge)
         try:

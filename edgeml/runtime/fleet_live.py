@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 
 from edgeml.bundle import Bundle
 from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
+from edgeml.runtime.emulate import child_env
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _child_env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
 def _start_server(cfg: FleetConfig, bundle: Path, port: int, out: Path) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edgeml.cli", "serve", str(bundle), "--port", str(port),
            "--max-batch", str(cfg.max_batch), "--max-wait-us", str(cfg.max_wait_us)]  # fmt: skip
     err = (out / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True, env=_child_env())
+    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True, env=child_env())
     deadline = time.monotonic() + cfg.startup_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -131,7 +127,7 @@ def _run_round(
             ]  # fmt: skip
             err = log_path.with_suffix(".stderr").open("w")
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                          text=True, env=_child_env()))  # fmt: skip
+                                          text=True, env=child_env()))  # fmt: skip
             logs.append(log_path)
             readies.append(ready)
         deadline = time.monotonic() + cfg.startup_timeout_s
