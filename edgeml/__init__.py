@@ -5,6 +5,7 @@ The Python API, loaded lazily so ``import edgeml`` stays light (no torch until u
     net = edgeml.from_module(my_resnet, exits_after="auto", example=x)   # blocks + exit heads
     bundle = edgeml.build("mymod:make", "train.npz", "val.npz", exits_after="auto", out="b/")
     bundle = edgeml.Bundle.load("b/")
+    result = edgeml.train_agent(bundle, "traces/", timesteps=200_000)  # PPO policy + actor
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 # gymnasium is installed (the torch-free edge install has none).
 if importlib.util.find_spec("gymnasium") is not None:
     from edgeml.rl_agent import ENV_ID as _ENV_ID  # noqa: F401  (registers the env)
-__all__ = ["Bundle", "ProgressiveNet", "build", "from_module", "load_model"]
+__all__ = ["Bundle", "ProgressiveNet", "build", "from_module", "load_model", "train_agent"]
 
 if TYPE_CHECKING:
     from edgeml.build import build
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from edgeml.models.progressive_net import ProgressiveNet
     from edgeml.models.references import load_model
     from edgeml.partition.module_net import from_module
+    from edgeml.rl_agent.train import train_agent
 
 _LAZY = {
     "Bundle": ("edgeml.bundle", "Bundle"),
@@ -35,6 +37,7 @@ _LAZY = {
     # A ProgressiveNet cut out of any traceable module. Not a ProgressiveNet classmethod:
     # cutting needs the partition package, which imports the models (no cycle).
     "from_module": ("edgeml.partition.module_net", "from_module"),
+    "train_agent": ("edgeml.rl_agent.train", "train_agent"),
 }
 
 

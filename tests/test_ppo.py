@@ -43,6 +43,23 @@ def test_training_writes_policy_actor_best_model_and_logs(trained: TrainResult) 
     assert any(tb.rglob("events.out.tfevents.*"))
 
 
+def test_train_agent_as_a_user_calls_it(profiled_bundle: Bundle, tmp_path: Path) -> None:
+    """A bundle directory, a trace directory (its training files) and keyword options that
+    land in TrainConfig and Scenario; an unknown option is refused by name."""
+    from edgeml.errors import InputError
+
+    with pytest.raises(InputError, match=r"unknown options \['timestep'\]"):
+        train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "x.zip", timestep=1)
+    res = train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "u.zip",
+                      timesteps=512, n_envs=2, n_steps=256, batch_size=256, eval_freq=10**6,
+                      progress=False, warm_start={"teacher": "none"}, episode_steps=100,
+                      deadline_ms=250.0)  # fmt: skip
+    meta = json.loads(res.policy.with_suffix(".json").read_text())
+    assert meta["train"]["timesteps"] == 512 and meta["train"]["n_envs"] == 2
+    assert meta["scenario"]["episode_steps"] == 100 and meta["scenario"]["deadline_ms"] == 250.0
+    assert res.actor.is_file()
+
+
 def test_short_ppo_run_beats_random(trained: TrainResult, profiled_bundle: Bundle) -> None:
     cfg, traces = EvalConfig(segments=2, episode_steps=200, seed=1), load_traces()
     env = make_env(Scenario(), traces, cfg, bundle=profiled_bundle)

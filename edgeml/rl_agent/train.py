@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from edgeml.errors import InputError
 from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.fleet import FleetEnv
-from edgeml.rl_agent.traces import Trace
+from edgeml.rl_agent.traces import Trace, load_traces
 from edgeml.rl_agent.warm_start import warm_start
 
 log = logging.getLogger(__name__)
@@ -140,17 +140,48 @@ def _eval_episodes(traces: Sequence[Trace], n: int, seed: int) -> list[tuple[int
     return eps
 
 
+def _with_options(
+    cfg: TrainConfig, scenario: Scenario, options: dict[str, Any]
+) -> tuple[TrainConfig, Scenario]:
+    """``options`` split into :class:`TrainConfig` and :class:`Scenario` fields (a name in
+    neither is an error that lists both)."""
+    train_names = {f.name for f in fields(TrainConfig)}
+    scenario_names = {f.name for f in fields(Scenario)}
+    unknown = sorted(set(options) - train_names - scenario_names)
+    if unknown:
+        raise InputError(
+            f"train_agent: unknown options {unknown}; allowed: TrainConfig fields "
+            f"{sorted(train_names)} and Scenario fields {sorted(scenario_names)}"
+        )
+    cfg = replace(cfg, **{k: v for k, v in options.items() if k in train_names})
+    scenario = replace(scenario, **{k: v for k, v in options.items() if k in scenario_names})
+    return cfg, scenario
+
+
 def train_agent(
     bundle: Bundle | str | Path,
-    traces: Sequence[Trace],
-    out: str | Path,
+    traces: Sequence[Trace] | str | Path | None = None,
+    out: str | Path | None = None,
     cfg: TrainConfig | None = None,
     scenario: Scenario | None = None,
+    trace_split: str = "train",
+    **options: Any,
 ) -> TrainResult:
     """Train PPO on ``traces`` and write ``out`` (.zip), its actor (.npz) and a best model.
 
-    ``traces`` should be the training split; the validation episodes for best-model
-    selection are drawn from them too (the test split stays unseen).
+    As a user calls it: ``edgeml.train_agent(bundle, "traces/", timesteps=200_000)``.
+
+    :param bundle: a loaded :class:`~edgeml.bundle.Bundle` or its directory (profiled and
+        calibrated: ``edgeml.build`` does both).
+    :param traces: :class:`Trace` objects (used as given: pass the training split), or a
+        CSV file or directory (default: the shipped sample), of which the ``trace_split``
+        files are loaded. The validation episodes for best-model selection are drawn from
+        them too, so the test split stays unseen.
+    :param trace_split: ``train`` (default), ``test`` or ``all``, for a path only.
+    :param out: the policy ``.zip`` (default ``<bundle>/policy.zip``).
+    :param options: fields of :class:`TrainConfig` (``timesteps``, ``fleet_sizes`` ...) and
+        of :class:`~edgeml.decision.scenario.Scenario` (``deadline_ms``, ``edge_slowdown``
+        ...), applied over ``cfg`` and ``scenario``.
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import EvalCallback
@@ -158,16 +189,18 @@ def train_agent(
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    cfg = cfg or TrainConfig()
+    cfg, scenario = _with_options(cfg or TrainConfig(), scenario or Scenario(), options)
     if isinstance(cfg.warm_start, dict):
         cfg = replace(cfg, warm_start=WarmStartConfig(**cfg.warm_start))
-    scenario = replace(scenario or Scenario(), reward=cfg.reward)
-    out = Path(out)
+    scenario = replace(scenario, reward=cfg.reward)
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle)
+    out = Path(out) if out is not None else Path(bundle.path) / "policy.zip"
     if out.suffix != ".zip":
         raise InputError(f"out: the policy file must end in .zip, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not isinstance(bundle, Bundle):
-        bundle = Bundle.load(bundle)
+    if traces is None or isinstance(traces, str | Path):
+        traces = load_traces(traces, split=trace_split)
     traces = list(traces)
     torch.set_num_threads(cfg.threads)
     set_random_seed(cfg.seed)
