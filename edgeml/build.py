@@ -294,8 +294,19 @@ def build(
     np.savez_compressed(Path(out) / SAMPLES, x=pixels, y=val_data.y[:n_samples])
     log.info("built %s in %.0f s; accuracy per exit %s (%s)", out,
              time.perf_counter() - t0, report["overall"], report["split"])  # fmt: skip
+    return finish_bundle(out, cfg.onnx, cfg.profile)
+
+
+def finish_bundle(out: str | Path, onnx: Sequence[str], profile: bool) -> Bundle:
+    """A build's last steps, for presets and user models alike: export the edge's ONNX
+    files (``onnx``: precisions, empty for none), then profile, so the profile times the
+    runtime the edge will run. Returns the bundle loaded."""
+    if onnx:
+        from edgeml.export.onnx import export_onnx
+
+        export_onnx(out, tuple(onnx))
     bundle = Bundle.load(out)
-    if cfg.profile:
+    if profile:
         from edgeml.partition.profiler import profile_bundle
 
         profile_bundle(bundle)

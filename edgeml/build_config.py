@@ -77,6 +77,8 @@ class ModelBuildConfig:
     seed: int = 0
     progress: bool = False
     profile: bool = True
+    #: Edge precisions exported to ONNX at build time (``fp32``, ``int8``; empty: none).
+    onnx: tuple[str, ...] = ("fp32",)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads", "samples"):
@@ -84,5 +86,8 @@ class ModelBuildConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        bad = [v for v in self.onnx if v not in ("fp32", "int8")]
+        if bad:
+            raise ValueError(f"onnx: {bad} not allowed; allowed: fp32, int8 (or none)")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction: must be in [0, 1), got {self.test_fraction}")

@@ -52,7 +52,7 @@ def _cmd_build_model(args: argparse.Namespace, command: str) -> int:
             epochs=1 if args.epochs is None else args.epochs, batch_size=args.batch_size,
             lr=args.lr,
             freeze_backbone=args.freeze_backbone, threads=args.threads, seed=args.seed,
-            progress=True, profile=not args.no_profile,
+            progress=True, profile=not args.no_profile, onnx=_onnx_flag(args.onnx),
         )  # fmt: skip
         exits = _exits_flag(args.exits)
     bundle = build(
@@ -66,8 +66,19 @@ def _cmd_build_model(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _onnx_flag(text: str) -> tuple[str, ...]:
+    """``--onnx fp32,int8`` / ``none`` -> the precisions to export."""
+    from edgeml.errors import InputError
+
+    values = () if text == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in ("fp32", "int8")]
+    if bad:
+        raise InputError(f"--onnx: {bad} not allowed; allowed: fp32, int8, fp32,int8 or none")
+    return values
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
-    from edgeml.build import build_bundle
+    from edgeml.build import build_bundle, finish_bundle
     from edgeml.build_config import PRESETS
     from edgeml.errors import InputError
 
@@ -89,11 +100,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         cfg.train_size = args.train_size
     cfg.threads = args.threads
     cfg.seed = cfg.train.seed = args.seed
-    bundle = build_bundle(args.bundle, cfg, command=command)
-    if not args.no_profile:
-        from edgeml.partition.profiler import profile_bundle
-
-        profile_bundle(bundle)
+    onnx = _onnx_flag(args.onnx)
+    build_bundle(args.bundle, cfg, command=command)
+    bundle = finish_bundle(args.bundle, onnx, not args.no_profile)
     print(json.dumps(bundle.manifest.build["test_accuracy"], indent=2))
     print(f"bundle written to {args.bundle}")
     return 0
@@ -143,6 +152,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-profile", action="store_true", help="skip writing profile.json")
+    p.add_argument(
+        "--onnx", default="fp32",
+        help="edge precisions exported to ONNX before profiling: fp32, fp32,int8 or none",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_build)
 
 
