@@ -8,8 +8,11 @@
 2. ``edgeml.build``: cuts the ResNet at its stage outputs (``exits_after="auto"``), adds an
    exit head to each, trains, calibrates and profiles -> a bundle;
 3. loads the bundle in a fresh process (``edgeml.Bundle.load``, as every side does);
-4. ``edgeml serve`` runs it as the cloud; the edge sends a pure red frame, once as the input
-   (split 0) and once after running block 1 itself, and checks the answers against its own.
+4. ``edgeml.train_agent``: PPO for this bundle on the project's bandwidth traces (training
+   files), then ``edgeml evaluate`` against the baselines and the oracle (held-out files);
+5. ``edgeml serve`` runs it as the cloud; the edge sends a pure red frame, once as the input
+   (split 0) and once after running block 1 itself, and checks the answers against its own;
+   then ``edgeml edge`` runs the trained policy on the held-out images against that cloud.
 
 The model below is ordinary PyTorch: EdgeML imports it by reference
 (``bring_your_own_model:resnet18``), so every process that loads the bundle needs this
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import edgeml
+    from edgeml.runtime.compare import summarize
+    from edgeml.runtime.demo import find_traces_dir
     from edgeml.runtime.sources import array_items
     from edgeml.transport.client import ClientConfig, EdgeClient
 
@@ -179,6 +184,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     x = torch.from_numpy(item.x)
     with torch.no_grad():
         local = int(bundle.net(x).argmax(1))
+    # ---- the agent for this bundle: PPO on real bandwidth traces (their training files)
+    quick = {"warm_start": {"steps": 2000, "epochs": 2}, "eval_episodes": 2} if args.quick else {}
+    agent = edgeml.train_agent(bundle, find_traces_dir(), out=out / "ppo.zip", n_envs=4,
+                               timesteps=2048 if args.quick else 150_000, **quick)  # fmt: skip
+    # ... against the baselines and the oracle on the held-out traces (test split)
+    steps = ["--segments", "1", "--steps", "100"] if args.quick else []
+    cli = [sys.executable, "-m", "edgeml.cli"]
+    subprocess.run([*cli, "evaluate", str(bundle.path), "--traces", str(find_traces_dir()),
+                    "--policy", str(agent.actor), "--json", str(out / "evaluate.json"),
+                    "--no-progress", *steps], env=env, check=True)  # fmt: skip
+    evaluation = json.loads((out / "evaluate.json").read_text())
+
     proc, address = serve(bundle.path, env)
     try:
         client = EdgeClient(ClientConfig(targets=address), bundle.weights_sha256)
@@ -190,6 +207,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 hidden = bundle.net.run_blocks(x, 0, split)
             replies[split] = client.infer(hidden, split, last, 1.0, codec="raw")
         client.close()
+        # ---- the edge daemon: the trained policy on the held-out images, this cloud
+        n_edge = 30 if args.quick else 300
+        (out / "edge.jsonl").unlink(missing_ok=True)  # the daemon appends
+        edge_cmd = [*cli, "edge", str(bundle.path), "--cloud", address, "--policy",
+                    str(agent.actor), "--source", str(out / "val.npz"), "--max-inputs",
+                    str(n_edge), "--log", str(out / "edge.jsonl")]  # fmt: skip
+        subprocess.run(edge_cmd, env=env, check=True)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -197,14 +221,26 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         assert r.class_id == local, (split, r.class_id, local)
         log.info("split %d: cloud answered class %d (edge: %d) in %.1f ms, %d bytes sent",
                  split, r.class_id, local, r.rtt_ms, r.sent_bytes)  # fmt: skip
+    rows = [json.loads(line) for line in (out / "edge.jsonl").read_text().splitlines()]
+    edge = summarize(rows)
+    pols = evaluation["policies"]
+    timely = {k: round(v["timely_accuracy"], 4) for k, v in pols.items()}
+    log.info("simulated timely accuracy: %s", timely)
+    log.info("edge daemon: %d inputs, timely accuracy %.3f, offloaded %.0f%%", len(rows),
+             edge["timely_accuracy"], 100 * edge["offload_rate"])  # fmt: skip
     result = {
         "quick": args.quick, "classes": len(CLASSES), "input_shape": list(m.input_shape),
         "width": width, "train": n_train, "val": n_val, "epochs": args.epochs or epochs,
         "blocks": m.blocks, "exits_after": m.model["progressive"]["exits_after"],
         "accuracy_per_exit": acc, "build_s": round(t_build, 1),
+        "train_agent_s": round(agent.seconds, 1), "timesteps": agent.timesteps,
         "total_s": round(time.perf_counter() - t0, 1), "weights_sha256": bundle.weights_sha256,
         "profile_blocks_ms": (bundle.profile or {}).get("blocks_ms"),
         "cloud_answers": {str(s): r.class_id for s, r in replies.items()}, "edge_answer": local,
+        "evaluate": timely,
+        "headroom": evaluation.get("headroom"),
+        "edge_daemon": {"inputs": len(rows), "timely_accuracy": edge["timely_accuracy"],
+                        "offload_rate": edge["offload_rate"]},
     }  # fmt: skip
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,5 +1,6 @@
-"""examples/bring_your_own_model.py --quick end to end: build -> Bundle.load in a fresh
-process -> ``edgeml serve`` -> real gRPC offload round trips (split 0 and 1)."""
+"""examples/bring_your_own_model.py --quick end to end: build (ONNX export, profile) ->
+Bundle.load in a fresh process -> ``edgeml.train_agent`` -> ``edgeml evaluate`` -> ``edgeml
+serve`` -> real gRPC offload round trips (split 0 and 1) -> ``edgeml edge`` with the policy."""
 
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ def test_bring_your_own_model_quick(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["model"]["name"] == "bring_your_own_model:resnet18"
     assert manifest["preprocessing"]["color"] == "RGB"
+    assert set(manifest["onnx"]["variants"]) == {"fp32"}  # exported at build time
+    assert result["timesteps"] >= 2048 and (tmp_path / "ppo.npz").is_file()
+    assert {"ppo", "oracle", "edgent", "edgent-load"} <= set(result["evaluate"])
+    assert result["headroom"]["best_heuristic"] in result["evaluate"]
+    assert result["edge_daemon"]["inputs"] == 30  # the daemon ran the trained actor
+    rows = [json.loads(x) for x in (tmp_path / "edge.jsonl").read_text().splitlines()]
+    assert {r["policy"] for r in rows} == {"ppo"} and rows[0]["edge_runtime"] == "onnx/fp32"
