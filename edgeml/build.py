@@ -294,17 +294,23 @@ def build(
     np.savez_compressed(Path(out) / SAMPLES, x=pixels, y=val_data.y[:n_samples])
     log.info("built %s in %.0f s; accuracy per exit %s (%s)", out,
              time.perf_counter() - t0, report["overall"], report["split"])  # fmt: skip
-    return finish_bundle(out, cfg.onnx, cfg.profile)
+    frames = None
+    if "int8" in cfg.onnx:  # the calibration set's inputs, in calibrate()'s order
+        frames = np.stack([val_set[i][0].numpy() for i in range(len(val_set))])
+    return finish_bundle(out, cfg.onnx, cfg.profile, frames)
 
 
-def finish_bundle(out: str | Path, onnx: Sequence[str], profile: bool) -> Bundle:
+def finish_bundle(
+    out: str | Path, onnx: Sequence[str], profile: bool, frames: np.ndarray | None = None
+) -> Bundle:
     """A build's last steps, for presets and user models alike: export the edge's ONNX
     files (``onnx``: precisions, empty for none), then profile, so the profile times the
-    runtime the edge will run. Returns the bundle loaded."""
+    runtime the edge will run. ``frames``: the calibration set's inputs, for int8 (a
+    user's data is not kept in the bundle). Returns the bundle loaded."""
     if onnx:
         from edgeml.export.onnx import export_onnx
 
-        export_onnx(out, tuple(onnx))
+        export_onnx(out, tuple(onnx), frames=frames)
     bundle = Bundle.load(out)
     if profile:
         from edgeml.partition.profiler import profile_bundle

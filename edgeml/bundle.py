@@ -121,7 +121,8 @@ class Manifest:
             return FASHION_MNIST((self.input_shape[-2], self.input_shape[-1]))
         return Preprocessing.from_dict(self.preprocessing)
 
-    # {"opset", "weights_sha256", "variants": {precision: {name: {"path", "sha256"}}}}
+    # {"opset", "weights_sha256", "variants": {precision: {name: {"path", "sha256"}}},
+    #  optional "calibration": {"int8": {"path", "sha256"}}} (the int8 edge's own table)
     # written by edgeml.export.onnx; empty when the bundle has no ONNX files
     onnx: dict[str, Any] = field(default_factory=dict)
 
@@ -226,6 +227,10 @@ def _onnx_section(v: Any) -> dict[str, Any]:
         for name, entry in _typed(at, files, dict).items():
             _field(_typed(f"{at}.{name}", entry, dict), "path", str, f"{at}.{name}")
             _field(entry, "sha256", str, f"{at}.{name}")
+    for prec, entry in _typed("onnx.calibration", d.get("calibration", {}), dict).items():
+        at = f"onnx.calibration.{prec}"
+        _field(_typed(at, entry, dict), "path", str, at)
+        _field(entry, "sha256", str, at)
     return d
 
 
@@ -248,6 +253,31 @@ class Bundle:
     @property
     def weights_sha256(self) -> str:
         return self.manifest.weights_sha256
+
+    def calibration_for(self, edge_runtime: str) -> Calibration:
+        """The calibration table an edge running ``edge_runtime`` (``onnx/int8`` ...) plans
+        with: the int8 edge's own (``onnx.calibration.int8``, hash-checked) when it runs int8
+        and the bundle has one, else ``calibration.npz`` (torch and ONNX fp32 agree on it)."""
+        if self.calibration is None:
+            raise BundleError(f"{self.path}: no {CALIBRATION}; rebuild with `edgeml build`")
+        entry = self.manifest.onnx.get("calibration", {}).get("int8")
+        if not edge_runtime.endswith("/int8"):
+            return self.calibration
+        if entry is None:
+            log.warning("%s: no onnx.calibration.int8; planning int8 with the fp32 table "
+                        "(re-run `edgeml export %s --int8`)", self.path, self.path)  # fmt: skip
+            return self.calibration
+        path = self.path / entry["path"]
+        if not path.is_file() or sha256_bytes(path.read_bytes()) != entry["sha256"]:
+            raise BundleError(
+                f"{path}: missing or not the manifest's onnx.calibration.int8.sha256; "
+                f"re-run `edgeml export {self.path} --int8`"
+            )
+        cal = Calibration.load(path)
+        if cal.pred.shape != self.calibration.pred.shape:
+            raise BundleError(f"{path}: shape {cal.pred.shape}, calibration.npz has "
+                              f"{self.calibration.pred.shape}")  # fmt: skip
+        return cal
 
     @classmethod
     def load(cls, path: str | Path, need_calibration: bool = True, weights: bool = True) -> Bundle:

@@ -46,7 +46,7 @@ def _rgb_npz(path: Path, n: int, classes: int, size: int = 16, seed: int = 0) ->
 def rgb_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     tmp = tmp_path_factory.mktemp("byom")
     data = _rgb_npz(tmp / "train.npz", 300, 5)
-    return edgeml.build("byom_models:small_resnet", data, out=tmp / "b",
+    return edgeml.build("byom_models:small_resnet", data, out=tmp / "b", onnx=("fp32", "int8"),
                         model_kwargs={"num_classes": 5}, **FAST)  # fmt: skip
 
 
@@ -66,6 +66,10 @@ def test_five_class_rgb_bundle_records_model_cuts_and_preprocessing(rgb_bundle: 
     assert set(np.unique(cal.difficulty).tolist()) == {0, 1, 2, 3, 4}
     assert np.isfinite(cal.feature).all() and cal.feature.std() > 0
     assert (rgb_bundle.path / "samples.npz").is_file()
+    # int8 quantised and calibrated at build time on the user's calibration frames
+    cal8 = rgb_bundle.calibration_for("onnx/int8")
+    assert cal8 is not cal and np.array_equal(cal8.label, cal.label)
+    assert np.abs(cal8.accuracy() - cal.accuracy()).max() <= 0.1
 
 
 def test_a_fresh_process_rebuilds_the_same_net_from_the_manifest(

@@ -11,6 +11,7 @@ import torch
 
 from edgeml.bundle import Bundle, BundleError
 from edgeml.data.preprocess import dataset_frames
+from edgeml.errors import InputError
 from edgeml.export.onnx import export_onnx
 from edgeml.runtime.edge_net import OnnxEdgeNet, TorchEdgeNet, load_edge_net
 
@@ -84,3 +85,51 @@ def test_changed_onnx_file_is_refused(exported: Bundle, tmp_path) -> None:
 def test_default_runtime_follows_the_files(exported: Bundle, tiny_bundle: Bundle) -> None:
     assert load_edge_net(exported.path).runtime == "onnx"
     assert load_edge_net(tiny_bundle.path).runtime == "torch"
+
+
+def test_int8_edge_has_its_own_calibration_table(exported: Bundle, tmp_path) -> None:
+    """``onnx.calibration.int8`` holds the int8 chain's answers on the frames of
+    calibration.npz: the fp32 ONNX chain on the regenerated frames reproduces the fp32
+    table (so the frames line up), and the int8 table is what the int8 runner says."""
+    from edgeml.export.quantize import calibration_inputs
+
+    cal32, cal8 = exported.calibration, exported.calibration_for("onnx/int8")
+    assert cal32 is not None and exported.calibration_for("onnx/fp32") is cal32
+    assert np.array_equal(cal8.label, cal32.label) and cal8.pred.shape == cal32.pred.shape
+    x = calibration_inputs(exported)
+    f, q = OnnxEdgeNet(exported, "fp32"), OnnxEdgeNet(exported, "int8")
+    last = len(f.exits) - 1
+    pf = [a.class_id for a in f.run_segment(x, 0, f.num_blocks, last, 1.0).answers]
+    pq = [a.class_id for a in q.run_segment(x, 0, q.num_blocks, last, 1.0).answers]
+    assert np.mean(np.array(pf) == cal32.pred[:, last]) >= 0.995
+    assert np.array_equal(np.array(pq), cal8.pred[:, last])
+    assert np.array_equal(cal8.correct, cal8.pred == cal8.label[:, None])
+    path = tmp_path / "b"
+    shutil.copytree(exported.path, path)
+    (path / "onnx/int8/calibration.npz").write_bytes(b"changed")
+    with pytest.raises(BundleError, match="onnx.calibration.int8"):
+        Bundle.load(path, weights=False).calibration_for("onnx/int8")
+
+
+def test_agent_plans_int8_with_the_int8_accuracy() -> None:
+    from edgeml.assets import default_bundle
+    from edgeml.decision.policies import World
+    from edgeml.decision.scenario import Scenario
+    from edgeml.decision.tables import Outcomes
+
+    bundle = Bundle.load(default_bundle(), weights=False)
+    w8 = World.from_bundle(bundle, Scenario(edge_precision="int8"))
+    w32 = World.from_bundle(bundle, Scenario(edge_precision="fp32"))
+    want = Outcomes.from_calibration(bundle.calibration_for("onnx/int8")).accuracy
+    assert np.array_equal(w8.outcomes.accuracy, want)
+    assert not np.array_equal(w8.outcomes.accuracy, w32.outcomes.accuracy)
+
+
+def test_int8_of_a_user_dataset_needs_the_build(exported: Bundle, tmp_path) -> None:
+    path = tmp_path / "u"
+    shutil.copytree(exported.path, path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["dataset"] = "my-train.npz"
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match=r"--onnx fp32,int8"):
+        export_onnx(path, ("fp32", "int8"))

@@ -7,11 +7,14 @@ import numpy as np
 
 from edgeml.data.preprocessing import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
-__all__ = ["dataset_frames"]
+__all__ = ["BUILTIN_DATASETS", "dataset_frames"]
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
     return (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+
+
+BUILTIN_DATASETS = ("fashion-mnist", "scenes")  # what dataset_frames regenerates
 
 
 def dataset_frames(
@@ -36,5 +39,5 @@ def dataset_frames(
         labels = src.labels[:n].astype(np.int64)
         levels = np.zeros(n, np.int64)
     else:
-        raise ValueError(f"dataset: {dataset!r} is not one of ['fashion-mnist', 'scenes']")
+        raise ValueError(f"dataset: {dataset!r} is not one of {list(BUILTIN_DATASETS)}")
     return np.ascontiguousarray(x, dtype=np.float32), labels, levels

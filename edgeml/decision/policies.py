@@ -69,7 +69,7 @@ class World:
             edge_runtime=label,
         )  # fmt: skip
         cost.codec_index(scenario.codec)  # a clear error for an unprofiled codec
-        cal = bundle.calibration
+        cal = bundle.calibration_for(label)  # the int8 edge answers with its own accuracy
         outcomes, scale = Outcomes.from_calibration(cal), FeatureScale.from_calibration(cal)
         return cls(cost, outcomes, scenario, scale)
 

@@ -140,6 +140,7 @@ def export_onnx(
     bundle_path: str | Path,
     precisions: Sequence[str] = ("fp32",),
     calibration_frames: int = 256,
+    frames: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Export ``precisions`` (``fp32`` is always exported: int8 is quantised from it) into the
     bundle and record them in its manifest; returns the manifest's new ``onnx`` field.
@@ -147,6 +148,9 @@ def export_onnx(
     :param bundle_path: a bundle directory with ``weights.pt`` (torch is needed to export).
     :param precisions: subset of :data:`PRECISIONS`.
     :param calibration_frames: validation frames the int8 quantiser calibrates on.
+    :param frames: the inputs of the bundle's calibration set, in its order (int8 only;
+        default: regenerated for a built-in dataset). The int8 edge's own calibration table
+        is measured on them (``onnx.calibration.int8``).
     """
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
@@ -156,19 +160,32 @@ def export_onnx(
     t0 = time.perf_counter()
     bundle = Bundle.load(bundle_path, need_calibration=False)
     variants: dict[str, dict[str, dict[str, str]]] = {"fp32": _export_fp32(bundle)}
+    section: dict[str, Any] = {
+        "opset": OPSET, "weights_sha256": bundle.weights_sha256, "variants": variants,
+    }  # fmt: skip
     if "int8" in precisions:
-        from edgeml.export.quantize import quantize_blocks
+        from edgeml.export.quantize import calibration_inputs, quantize_blocks
 
-        variants["int8"] = quantize_blocks(bundle, variants["fp32"], calibration_frames)
-    section = {
-        "opset": OPSET,
-        "weights_sha256": bundle.weights_sha256,
-        "variants": variants,
-        "exported_s": round(time.perf_counter() - t0, 1),
-    }
+        if frames is None:
+            frames = calibration_inputs(bundle)
+        variants["int8"] = quantize_blocks(bundle, variants["fp32"], frames[:calibration_frames])
+        _write_manifest_onnx(bundle.path, section)  # the int8 runner loads from the manifest
+        section["calibration"] = {"int8": write_int8_calibration(bundle.path, frames)}
+    section["exported_s"] = round(time.perf_counter() - t0, 1)
     _write_manifest_onnx(bundle.path, section)
     log.info("exported %s of %s in %.1f s", "+".join(variants), bundle.path, section["exported_s"])
     return section
+
+
+def write_int8_calibration(bundle_path: str | Path, frames: np.ndarray) -> dict[str, str]:
+    """Measure the int8 edge's calibration table on ``frames`` (the calibration set's inputs)
+    into ``onnx/int8/calibration.npz``; returns its manifest entry (path, sha256)."""
+    from edgeml.export.quantize import int8_calibration
+
+    bundle = Bundle.load(bundle_path, weights=False)
+    rel = "onnx/int8/calibration.npz"
+    int8_calibration(bundle, frames).save(bundle.path / rel)
+    return {"path": rel, "sha256": sha256_file(bundle.path / rel)}
 
 
 def _write_manifest_onnx(path: Path, section: dict[str, Any]) -> None:

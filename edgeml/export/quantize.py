@@ -5,6 +5,11 @@ bundle's validation frames run through the fp32 ONNX blocks before it. Weights a
 per channel, activations uint8 per tensor (MinMax), the QDQ format that ONNX Runtime fuses
 into integer kernels. Exit heads stay fp32: they are a small share of the compute and the
 exit rule reads their softmax confidence, so they keep it exact.
+
+The int8 edge answers differently from the fp32 one on a few frames, so it gets its own
+calibration table (:func:`int8_calibration`): every exit of the int8 chain on the very
+frames of the bundle's ``calibration.npz``. The agent, the baselines and the simulator plan
+with it when the edge runs int8 (:meth:`edgeml.bundle.Bundle.calibration_for`).
 """
 
 from __future__ import annotations
@@ -17,19 +22,64 @@ from typing import Any
 import numpy as np
 
 from edgeml.bundle import Bundle
-from edgeml.data.preprocess import dataset_frames
+from edgeml.data.preprocess import BUILTIN_DATASETS, dataset_frames
+from edgeml.errors import InputError
 from edgeml.export.names import block_name, head_name, sha256_file
+from edgeml.progressive.calibrate import Calibration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["calibration_inputs", "quantize_blocks"]
+__all__ = ["calibration_inputs", "int8_calibration", "quantize_blocks"]
 
 
-def calibration_inputs(bundle: Bundle, n: int) -> np.ndarray:
-    """``n`` validation frames of the bundle's dataset, preprocessed like every side's input."""
-    seed = int(bundle.manifest.build.get("config", {}).get("seed", 0))
-    x, _, _ = dataset_frames(bundle.manifest.dataset, "val", n, seed)
+def calibration_inputs(bundle: Bundle, n: int | None = None) -> np.ndarray:
+    """The network inputs of the bundle's calibration set, in its order (the first ``n``):
+    regenerated for the built-in datasets. A user's data is not kept in the bundle, so its
+    frames must come from the build (``edgeml build --onnx fp32,int8``)."""
+    m = bundle.manifest
+    if n is None:
+        if bundle.calibration is None:
+            raise InputError(f"{bundle.path}: no calibration.npz; rebuild with `edgeml build`")
+        n = bundle.calibration.num_samples
+    if m.dataset not in BUILTIN_DATASETS:
+        raise InputError(
+            f"{bundle.path}: int8 needs the calibration frames, and dataset {m.dataset!r} is "
+            f"not built in ({', '.join(BUILTIN_DATASETS)}); quantise at build time: "
+            "`edgeml build ... --onnx fp32,int8`"
+        )
+    seed = int(m.build.get("config", {}).get("seed", 0))
+    x, _, _ = dataset_frames(m.dataset, "val", n, seed)
     return x
+
+
+def int8_calibration(bundle: Bundle, frames: np.ndarray, batch: int = 250) -> Calibration:
+    """The calibration table of the bundle's int8 ONNX edge: ``frames`` are the inputs of
+    ``calibration.npz`` in its order; labels, difficulty and the edge's feature are copied
+    from it (they do not depend on the runtime)."""
+    from edgeml.runtime.edge_net import OnnxEdgeNet, softmax_max
+
+    cal = bundle.calibration
+    if cal is None:
+        raise InputError(f"{bundle.path}: no calibration.npz; rebuild with `edgeml build`")
+    if len(frames) != cal.num_samples:
+        raise InputError(
+            f"frames: {len(frames)} inputs, {bundle.path}/calibration.npz has {cal.num_samples}"
+        )
+    net = OnnxEdgeNet(bundle, "int8")
+    pred = np.empty_like(cal.pred)
+    conf = np.empty_like(cal.conf)
+    for i in range(0, len(frames), batch):
+        h = np.ascontiguousarray(frames[i : i + batch], dtype=np.float32)
+        for k in range(1, net.num_blocks + 1):
+            h = net.block(k, h)
+            if k in net.exits:
+                c, y = softmax_max(net.head(k, h))
+                j = net.exits.index(k)
+                conf[i : i + len(h), j], pred[i : i + len(h), j] = c, y
+    correct = pred == cal.label[:, None]
+    acc8, acc32 = np.round(correct.mean(0), 4).tolist(), np.round(cal.accuracy(), 4).tolist()
+    log.info("int8 calibration: accuracy per exit %s (fp32 %s)", acc8, acc32)
+    return Calibration(pred, conf, correct, cal.label, cal.difficulty, cal.feature)
 
 
 class _Reader:
@@ -43,10 +93,11 @@ class _Reader:
 
 
 def quantize_blocks(
-    bundle: Bundle, fp32: dict[str, dict[str, str]], frames: int = 256
+    bundle: Bundle, fp32: dict[str, dict[str, str]], inputs: np.ndarray
 ) -> dict[str, dict[str, str]]:
-    """Quantise every block listed in ``fp32`` into ``BUNDLE/onnx/int8/``; returns the int8
-    variant's manifest entries (quantised blocks, the fp32 heads)."""
+    """Quantise every block listed in ``fp32`` into ``BUNDLE/onnx/int8/``, calibrated on
+    ``inputs`` (network inputs); returns the int8 variant's manifest entries (quantised
+    blocks, the fp32 heads)."""
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -57,7 +108,7 @@ def quantize_blocks(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     m = bundle.manifest
-    h = calibration_inputs(bundle, frames)
+    h = np.ascontiguousarray(inputs, dtype=np.float32)
     out_dir = bundle.path / "onnx" / "int8"
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = ort.SessionOptions()
