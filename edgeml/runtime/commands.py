@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from edgeml.decision.policies import LIVE_BASELINES
+from edgeml.decision.policies import LIVE_BASELINES, POLICY_KINDS
 from edgeml.decision.scenario import Scenario, add_scenario_flags, scenario_from_args
 
 # Scenario fields a live run takes from elsewhere: the bundle argument, the link's trace.
@@ -44,8 +44,7 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         required=True,
-        help="exported actor .npz (or PPO .zip), a baseline (edge_only, cloud_only, "
-        "neurosurgeon, edgent, spinn, random) or fixed:SPLIT,EXIT,TAU",
+        help=POLICY_KINDS,
     )
     p.add_argument(
         "--source",
