@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from edgeml.bundle import Bundle
 from edgeml.data.preprocessing import Preprocessing
 from edgeml.rl_agent.traces import Trace
 from edgeml.runtime.estimator import BandwidthEstimator, EstimatorConfig
@@ -237,3 +238,29 @@ def test_speed_tracker_weighs_inputs_by_their_work(profiled_bundle) -> None:
         tr.update(0, last, 1.0, last, {**lat, "encode": 50 * enc, "cloud_compute": 1.0})
     assert tr.edge == pytest.approx(1.5, rel=1e-6)  # no block ran on the edge: no evidence
     assert tr.cloud != 1.0
+
+
+def test_live_predictions_use_the_runtime_the_edge_ran() -> None:
+    """A logged input is predicted with the cost model of the runtime it ran on; a cost
+    model for another runtime is refused, not silently off by the runtimes' ratio."""
+    from edgeml.assets import default_bundle
+    from edgeml.decision.policies import World
+    from edgeml.decision.scenario import Scenario
+    from edgeml.partition.cost import CostModel
+    from edgeml.rl_agent.traces import load_traces
+    from edgeml.runtime.compare import predict_latency_ms
+
+    bundle = Bundle.load(default_bundle(), weights=False)
+    cost = World.from_bundle(bundle, Scenario()).cost
+    assert cost.edge_runtime == "onnx/fp32"
+    last = bundle.manifest.blocks
+    rec = {"action": {"split": last, "exit": 3, "tau": 1.0, "codec": "int8"}, "where": "edge",
+           "answer": {"exit_index": 3}, "edge_load": 0.0, "deadline_ms": 100.0,
+           "fallback_reason": None, "edge_runtime": "onnx/fp32"}  # fmt: skip
+    trace = load_traces()[0]
+    want = cost.breakdown(last, 3, 3, True, "int8").edge_ms
+    assert predict_latency_ms(rec, cost, trace, 0.0, 40.0) == pytest.approx(want)
+    torch_cost = CostModel.from_bundle(bundle, edge_slowdown=24.0)
+    assert torch_cost.breakdown(last, 3, 3, True, "int8").edge_ms > 1.3 * want
+    with pytest.raises(ValueError, match="ran on onnx/fp32, the cost model plans torch/fp32"):
+        predict_latency_ms(rec, torch_cost, trace, 0.0, 40.0)

@@ -66,6 +66,12 @@ def predict_latency_ms(
     a = rec["action"]
     if a is None:  # an input the edge could not use: nothing to predict
         return None
+    ran = rec.get("edge_runtime")
+    if ran is not None and ran != cost.edge_runtime:
+        raise ValueError(
+            f"edge_runtime: the input ran on {ran}, the cost model plans {cost.edge_runtime}; "
+            "predict with the daemon's own (World.from_bundle(bundle, scenario).cost)"
+        )
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
     edge_load = float(rec["edge_load"])  # the load the daemon used

@@ -185,7 +185,7 @@ def _ensure_profile(bundle_dir: Path, out: Path) -> Path:
 def run_demo(cfg: DemoConfig) -> int:
     import torch
 
-    from edgeml.partition.cost import CostModel
+    from edgeml.decision.policies import World
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
     from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
@@ -202,7 +202,9 @@ def run_demo(cfg: DemoConfig) -> int:
     trace = load_trace(trace_path)
     offset = cfg.offset_s if cfg.offset_s is not None else 0.0
     source = default_source(bundle.manifest.dataset)
-    cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
+    # the daemon's own cost model: its edge runtime (onnx when the bundle has the files)
+    sc = Scenario(edge_slowdown=cfg.edge_slowdown, codec=cfg.codec)
+    cost = World.from_bundle(bundle, sc).cost
     print(
         f"edgeml demo: bundle {bundle.path} ({bundle.manifest.model['name']}), policy {policy} "
         f"({policy_origin}), trace {trace_path.name} from {offset:g} s, {cfg.inputs} inputs per "

@@ -245,7 +245,8 @@ def child_env() -> dict[str, str]:
 
 def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
-    from edgeml.partition.cost import CostModel
+    from edgeml.decision.policies import World
+    from edgeml.decision.scenario import Scenario
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import format_table, plot_runs, predictions, summarize
     from edgeml.runtime.demo import load_bundle, resolve_policy
@@ -256,7 +257,9 @@ def run_emulate(cfg: EmulateConfig) -> int:
     bundle = load_bundle(cfg.bundle, out)
     policy, origin = resolve_policy(cfg.policy, bundle, out, cfg)
     traces = [(Path(t), load_trace(t)) for t in cfg.traces]
-    cost = CostModel.from_bundle(bundle, edge_slowdown=cfg.edge_slowdown)
+    # the daemon's own cost model: its edge runtime (onnx when the bundle has the files)
+    sc = Scenario(edge_slowdown=cfg.edge_slowdown, codec=cfg.codec)
+    cost = World.from_bundle(bundle, sc).cost
     source = default_source(bundle.manifest.dataset)
 
     net = Netns()
