@@ -164,8 +164,11 @@ def run_fleet(
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Play every fleet (all its edges on ``policy``, one shared cloud) and return per-input
-    arrays as :func:`run_policy` does, plus ``edge`` (a global edge id) and ``cloud_wait_ms``."""
-    keys = (*_FIELDS, "reward", "family", "episode", "edge", "cloud_wait_ms")
+    arrays as :func:`run_policy` does, plus ``edge`` (a global edge id), ``cloud_wait_ms``
+    (how much later than alone), ``cloud_queue_ms`` (the server's queue wait) and
+    ``offloaded``."""
+    keys = (*_FIELDS, "reward", "family", "episode", "edge", "cloud_wait_ms", "cloud_queue_ms",
+            "offloaded")  # fmt: skip
     cols: dict[str, list[Any]] = {k: [] for k in keys}
     for f, fleet_eps in enumerate(tqdm(fleets, desc=policy.name, disable=not progress)):
         fleet = Fleet(envs[: len(fleet_eps)], service, rule)
@@ -183,7 +186,8 @@ def run_fleet(
             cols["family"].append(eps_f[i].family)
             cols["episode"].append(base + i)
             cols["edge"].append(base + i)
-            cols["cloud_wait_ms"].append(info["cloud_wait_ms"])
+            for k in ("cloud_wait_ms", "cloud_queue_ms", "offloaded"):
+                cols[k].append(info[k])
 
         fleet.play(lambda i, env: env.act(policy), record)
     return {k: np.asarray(v) for k, v in cols.items()}

@@ -174,13 +174,14 @@ def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
 def simulate(
     cfg: FleetConfig, bundle: Bundle, policy: str, edges: list[tuple[Path, float, int]]
 ) -> dict[str, Any]:
-    """The same fleet in the simulator: its fleet metrics (as :func:`live_metrics`)."""
+    """The same fleet in the simulator (:func:`edgeml.rl_agent.evaluate.run_fleet`, the one
+    fleet player): its fleet metrics, as :func:`live_metrics` reports the live ones."""
     from edgeml.decision.cloud import BatchingRule, CloudService
     from edgeml.decision.policies import make_policy
     from edgeml.decision.scenario import Scenario
     from edgeml.rl_agent.env import EdgeCloudEnv
-    from edgeml.rl_agent.fleet import EdgeEpisode, Fleet
-    from edgeml.rl_agent.traces import load_traces
+    from edgeml.rl_agent.evaluate import Episode, fleet_metrics, run_fleet
+    from edgeml.rl_agent.traces import family_of, load_traces
 
     sc = replace(
         Scenario(), deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
@@ -189,22 +190,18 @@ def simulate(
     traces = load_traces(sorted({str(t) for t, _, _ in edges}))
     envs = [EdgeCloudEnv(sc, bundle=bundle, traces=traces) for _ in edges]
     service = CloudService.from_profile(bundle.profile, sc.cloud_speedup)
-    fleet = Fleet(envs, service, BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0))
+    rule = BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0)
     pol = make_policy(policy, envs[0].world, bundle_sha256=bundle.weights_sha256)
-    pol.reset(cfg.seed)
-    eps = [EdgeEpisode(t.name, off, seed) for t, off, seed in edges]
-    fleet.reset(eps, np.random.default_rng(cfg.seed))
-    rows: list[list[dict[str, Any]]] = [[] for _ in edges]
-    fleet.play(lambda i, env: env.act(pol), lambda i, rew, info: rows[i].append(info))
-    recs = [r for e in rows for r in e]
-    cloud = [r["cloud_queue_ms"] for r in recs if r["offloaded"]]
+    eps = [Episode(t.name, family_of(t.name), off, seed) for t, off, seed in edges]
+    rec = run_fleet(envs, service, rule, pol, [eps], cfg.seed)
+    sent = rec["offloaded"].astype(bool)
     return {
-        "inputs": len(recs),
-        "timely_accuracy": float(np.mean([r["timely"] for r in recs])),
-        "worst_edge_timely_accuracy": min(float(np.mean([r["timely"] for r in e])) for e in rows),
-        "latency_ms_mean": float(np.mean([r["latency_ms"] for r in recs])),
-        "cloud_queue_ms_mean": float(np.mean(cloud)) if cloud else 0.0,
-        "offload_rate": float(np.mean([r["offloaded"] for r in recs])),
+        "inputs": len(rec["timely"]),
+        "timely_accuracy": float(np.mean(rec["timely"])),
+        "worst_edge_timely_accuracy": fleet_metrics(rec)["worst_edge_timely_accuracy"],
+        "latency_ms_mean": float(np.mean(rec["latency_ms"])),
+        "cloud_queue_ms_mean": float(np.mean(rec["cloud_queue_ms"][sent])) if sent.any() else 0.0,
+        "offload_rate": float(np.mean(sent)),
     }
 
 
