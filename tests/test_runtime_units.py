@@ -264,3 +264,32 @@ def test_live_predictions_use_the_runtime_the_edge_ran() -> None:
     assert torch_cost.breakdown(last, 3, 3, True, "int8").edge_ms > 1.3 * want
     with pytest.raises(ValueError, match="ran on onnx/fp32, the cost model plans torch/fp32"):
         predict_latency_ms(rec, torch_cost, trace, 0.0, 40.0)
+
+
+def test_live_prediction_of_an_offload_and_of_its_fallback() -> None:
+    """What the demo's and emulate's measured/simulated ratio divides by: an offload is
+    edge + encode + the trace's transfer time + RTT + decode + cloud; one the daemon gave
+    up on is its give-up time plus the local exit it then ran (the outcome rule's)."""
+    from edgeml.assets import default_bundle
+    from edgeml.decision.outcome import OutcomeRule
+    from edgeml.decision.policies import World
+    from edgeml.decision.scenario import Scenario
+    from edgeml.runtime.compare import predict_latency_ms
+
+    bundle = Bundle.load(default_bundle(), weights=False)
+    cost = World.from_bundle(bundle, Scenario()).cost
+    rec = {"action": {"split": 2, "exit": 3, "tau": 1.0, "codec": "int8"}, "where": "cloud",
+           "answer": {"exit_index": 3}, "edge_load": 0.0, "deadline_ms": 100.0,
+           "fallback_reason": None, "edge_runtime": cost.edge_runtime}  # fmt: skip
+    b = cost.breakdown(2, 3, 3, True, "int8")
+    fast = Trace("fam_fast", np.full(60, 80.0))  # 80 Mbps: 10 bytes per microsecond
+    want = b.edge_ms + b.encode_ms + b.bytes / 1e4 + 40.0 + b.decode_ms + b.cloud_ms
+    assert want < 100.0  # answered in time: no fallback
+    assert predict_latency_ms(rec, cost, fast, 0.0, 40.0) == pytest.approx(want, rel=1e-6)
+    slow = Trace("fam_slow", np.full(60, 0.01))  # the offload cannot make the deadline
+    rule = OutcomeRule(cost, Scenario(deadline_ms=100.0))
+    give_up = rule.give_up_ms(2, 3, 0.0)
+    k = rule.fallback_exit(2, 3, give_up, 0.0)
+    late = predict_latency_ms(rec, cost, slow, 0.0, 40.0)
+    assert late == pytest.approx(give_up + cost.local_finish_ms(2, k, 0.0))
+    assert late < 1e3  # not the 88 s the transfer would take at 10 kbps
