@@ -9,7 +9,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from edgeml import __version__
 
@@ -248,19 +248,22 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return scenario_from_args(args, bundle=args.bundle, traces=args.traces)
 
 
-def _sizes(flag: str, text: str) -> tuple[int, ...]:
-    """A comma-separated list of fleet sizes (each >= 1); "" is none."""
+T = TypeVar("T", int, float)
+
+
+def _numbers(flag: str, text: str, kind: type[T], example: str) -> tuple[T, ...]:
+    """A comma-separated list of numbers of ``kind``, each >= 1; "" is none."""
     from edgeml.errors import InputError
 
     if not text:
         return ()
     try:
-        sizes = tuple(int(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split(","))
     except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise InputError(f"{flag}: comma-separated integers >= 1 (e.g. 1,4,16), got {text!r}")
-    return sizes
+        values = ()
+    if not values or min(values) < 1:
+        raise InputError(f"{flag}: comma-separated numbers >= 1 (e.g. {example}), got {text!r}")
+    return values
 
 
 def _cmd_train_agent(args: argparse.Namespace) -> int:
@@ -296,8 +299,9 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             threads=args.threads,
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
-            fleet_sizes=_sizes("--fleet-sizes", args.fleet_sizes),
+            fleet_sizes=_numbers("--fleet-sizes", args.fleet_sizes, int, "1,4,16"),
             fleet_herd=args.fleet_herd,
+            edge_slowdowns=_numbers("--edge-slowdowns", args.edge_slowdowns, float, "4,8,12,24"),
             warm_start=WarmStartConfig(teacher=args.teacher),
         )
         bundle = Bundle.load(args.bundle)
@@ -333,6 +337,11 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fleet-herd", type=float, default=d.fleet_herd,
         help="share of the other edges' decisions that offload everything (congestion)",
+    )  # fmt: skip
+    p.add_argument(
+        "--edge-slowdowns", default="",
+        help="one policy for these edge slowdowns (comma list, e.g. 4,8,12,24; the "
+        "observation holds the slowdown); empty: the scenario's --edge-slowdown alone",
     )  # fmt: skip
     p.add_argument(
         "--teacher", default=d.warm_start.teacher,

@@ -217,10 +217,12 @@ def test_npz_without_actor_arrays(tmp_path, capsys):
 
 
 def test_actor_for_another_bundle(tmp_path, capsys):
+    from edgeml.decision.observation import obs_size
+
     rng = np.random.default_rng(0)
     nvec = (2, 2, 2)
     actor = NumpyActor(
-        (rng.normal(size=(8, 19)), rng.normal(size=(sum(nvec), 8))),
+        (rng.normal(size=(8, obs_size(3))), rng.normal(size=(sum(nvec), 8))),
         (np.zeros(8), np.zeros(sum(nvec))),
         nvec,
     )
@@ -306,3 +308,14 @@ def test_from_a_fresh_process_no_traceback(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"edgeml evaluate: {trace}:3: mbps -3 must be finite and >= 0"
     ]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--edge-slowdowns", "4,0.5"), ("--edge-slowdowns", "fast"), ("--fleet-sizes", "1,x")],
+)
+def test_bad_train_lists_are_named(flag, value, tmp_path, capsys):
+    out = tmp_path / "p.zip"
+    _fails(capsys, _train(FIXTURE, out, flag, value), flag, "comma-separated numbers >= 1",
+           repr(value))  # fmt: skip
+    assert not out.exists()

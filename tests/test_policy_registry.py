@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,35 @@ def test_a_scenario_flag_reaches_the_simulator_and_the_daemon(profiled_bundle: B
     assert env.rule.give_up_ms(0, 0, 0.0) == daemon.rule.give_up_ms(0, 0, 0.0) == 105.0
     help_text = p.format_help()
     assert "how much slower than the profiling machine" in help_text  # from the docstring
+
+
+def test_an_actor_for_the_older_observation_is_refused(
+    profiled_bundle: Bundle, tmp_path: Path
+) -> None:
+    """An actor trained before the edge-slowdown entry (21 inputs at history 4) would read
+    every entry one place off; it is refused with what to do."""
+    world = World.from_bundle(profiled_bundle, Scenario())
+    rng = np.random.default_rng(0)
+    nvec = world.space.nvec
+    old = NumpyActor((rng.normal(size=(8, 21)), rng.normal(size=(sum(nvec), 8))),
+                     (np.zeros(8), np.zeros(sum(nvec))), nvec)  # fmt: skip
+    path = old.save(tmp_path / "old.npz")
+    with pytest.raises(InputError, match=r"reads 21 observation entries.*retrain"):
+        make_policy(str(path), world)
+
+
+def test_a_policy_trained_for_a_slowdown_range_is_not_warned_inside_it(
+    profiled_bundle: Bundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World.from_bundle(profiled_bundle, Scenario(edge_slowdown=8.0))
+    meta = {"bundle_sha256": profiled_bundle.weights_sha256,
+            "scenario": replace(world.scenario, edge_slowdown=4.0).to_dict(),
+            "train": {"edge_slowdowns": [4.0, 24.0]}}  # fmt: skip
+    path = _actor(world, tmp_path / "range.npz", meta)
+    with caplog.at_level(logging.WARNING):
+        make_policy(str(path), world)
+    assert "another scenario" not in caplog.text
+    far = World.from_bundle(profiled_bundle, Scenario(edge_slowdown=48.0))
+    with caplog.at_level(logging.WARNING):
+        make_policy(str(path), far)
+    assert "edge_slowdown: 4.0 -> 48.0" in caplog.text

@@ -51,13 +51,20 @@ def test_train_agent_as_a_user_calls_it(profiled_bundle: Bundle, tmp_path: Path)
     with pytest.raises(InputError, match=r"unknown options \['timestep'\]"):
         train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "x.zip", timestep=1)
     res = train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "u.zip",
-                      timesteps=512, n_envs=2, n_steps=256, batch_size=256, eval_freq=10**6,
-                      progress=False, warm_start={"teacher": "none"}, episode_steps=100,
-                      deadline_ms=250.0)  # fmt: skip
+                      timesteps=512, n_envs=2, n_steps=256, batch_size=256, eval_freq=256,
+                      eval_episodes=1, progress=False, episode_steps=100, deadline_ms=250.0,
+                      warm_start={"teacher": "edgent", "steps": 200, "epochs": 1},
+                      edge_slowdowns=(2.0, 6.0))  # fmt: skip
     meta = json.loads(res.policy.with_suffix(".json").read_text())
     assert meta["train"]["timesteps"] == 512 and meta["train"]["n_envs"] == 2
     assert meta["scenario"]["episode_steps"] == 100 and meta["scenario"]["deadline_ms"] == 250.0
-    assert res.actor.is_file()
+    assert meta["train"]["edge_slowdowns"] == [2.0, 6.0]
+    assert meta["warm_start"]["states"] == 200  # 100 teacher states at each slowdown
+    # one policy for the range: the slowdown is in its observation, so the envs differ
+    obs = {s: EdgeCloudEnv(Scenario(edge_slowdown=s), bundle=profiled_bundle).reset(seed=0)[0]
+           for s in (2.0, 6.0)}  # fmt: skip
+    assert NumpyActor.load(res.actor).obs_size == len(obs[2.0])
+    assert obs[2.0][-1] != obs[6.0][-1] and np.array_equal(obs[2.0][:-1], obs[6.0][:-1])
 
 
 def test_short_ppo_run_beats_random(trained: TrainResult, profiled_bundle: Bundle) -> None:

@@ -204,7 +204,21 @@ def test_observation_builder_pinned_to_the_trained_layout() -> None:
 
     meas = [(1.0, 100.0), (4.0, 0.0)]  # oldest first; the outage is floored
     obs = build_observation(
-        meas, 5.0, 3, 40.0, 80.0, [800.0, 40.0, 0.0], 0.9, 1, 3, 1.0, -7.0, 6.0, 30.0, 8.0
+        meas,
+        5.0,
+        3,
+        40.0,
+        80.0,
+        [800.0, 40.0, 0.0],
+        0.9,
+        1,
+        3,
+        1.0,
+        -7.0,
+        6.0,
+        30.0,
+        8.0,
+        100.0,
     )  # history 3: one slot padded
     est = 2 / (1 / 100.0 + 1 / MIN_MBPS)
     want = [
@@ -215,6 +229,7 @@ def test_observation_builder_pinned_to_the_trained_layout() -> None:
         0.9, 0.5, 1.0,  # confidence, exit / (E - 1), offloaded
         -5.0, 5.0, 0.8,  # feature z (clipped), load (capped), deadline / 100
         0.375, 0.5,  # cloud extra wait / deadline, cloud load / 16
+        1.0,  # log10(edge slowdown 100) / 2
     ]  # fmt: skip
     assert obs.shape == (obs_size(3),) and obs.dtype == np.float32
     np.testing.assert_array_equal(obs, np.asarray(want, dtype=np.float32))

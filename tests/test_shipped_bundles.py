@@ -87,3 +87,27 @@ def test_default_profile_makes_offloading_and_exits_matter(default: Bundle) -> N
     first = default.manifest.exits[0]
     first_ms = sum(prof["blocks_ms"][:first]) + prof["heads_ms"][str(first)]
     assert first_ms * sc.edge_slowdown < sc.deadline_ms < prof["forward_ms"] * sc.edge_slowdown
+
+
+def test_the_shipped_policy_loads_for_the_default_bundle_at_every_speed_it_serves(
+    default: Bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipped actor reads this EdgeML's observation, was trained on these weights and,
+    inside the slowdown range it was trained for, is used without a scenario warning."""
+    import json
+    import logging
+
+    from edgeml.decision.policies import World, make_policy
+    from edgeml.decision.scenario import Scenario
+    from edgeml.runtime.demo import _policy_candidates
+
+    npz = _policy_candidates()[0]
+    meta = json.loads(npz.with_suffix(".json").read_text())
+    assert meta["bundle_sha256"] == default.weights_sha256
+    speeds = meta["train"]["edge_slowdowns"]
+    for s in speeds:
+        world = World.from_bundle(default, Scenario(edge_slowdown=s))
+        with caplog.at_level(logging.WARNING):
+            pol = make_policy(str(npz), world, bundle_sha256=default.weights_sha256)
+        assert world.space.contains(pol.act(world.knowledge()))  # valid on a blank view
+    assert "another scenario" not in caplog.text

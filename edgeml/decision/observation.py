@@ -21,6 +21,8 @@ index                 meaning
 ``2K+10``             the deadline / 100 ms
 ``2K+11``             the cloud's measured extra wait / deadline (capped at 5)
 ``2K+12``             requests the cloud last reported waiting or running / 16 (capped at 5)
+``2K+13``             log10 of the edge slowdown / 2 (how much slower than the profiling
+                      core the edge computes: one policy serves a range of devices)
 ====================  ==================================================================
 
 The cloud entries come from the replies' load fields (``queue_ms``, ``compute_ms``,
@@ -45,6 +47,7 @@ __all__ = [
     "EdgeKnowledge",
     "CLOUD_SMOOTHING",
     "MIN_MBPS",
+    "N_FIXED",
     "N_LAST_LATENCIES",
     "FeatureScale",
     "build_observation",
@@ -55,7 +58,7 @@ __all__ = [
 
 MIN_MBPS = 1e-3  # floor for logs and harmonic means: an outage measures as 1 kbit/s
 N_LAST_LATENCIES = 3
-N_FIXED = 13  # entries besides the 2K throughput entries
+N_FIXED = 14  # entries besides the 2K throughput entries
 #: Weight of the newest reply in the cloud wait estimate (an exponential moving average).
 CLOUD_SMOOTHING = 0.5
 
@@ -108,6 +111,7 @@ def build_observation(
     edge_load: float,
     cloud_wait_ms: float = 0.0,
     cloud_load: float = 0.0,
+    edge_slowdown: float = 1.0,
 ) -> np.ndarray:
     """The observation (see the module's table) as float32.
 
@@ -129,6 +133,7 @@ def build_observation(
         + [last_conf, last_exit / max(n_exits - 1, 1), last_offloaded]
         + [max(min(feature_z, 5.0), -5.0), min(edge_load, 5.0), min(d / 100.0, 5.0)]
         + [min(cloud_wait_ms / d, 5.0), min(cloud_load / 16.0, 5.0)]
+        + [min(math.log10(max(edge_slowdown, 1.0)) / 2.0, 5.0)]
     )
     return np.asarray(obs, dtype=np.float32)
 
@@ -141,6 +146,7 @@ class EdgeKnowledge:
     :param history: throughput measurements kept (an actor's input size fixes it).
     :param n_exits: exits of the bundle (the last exit's index scales an entry).
     :param feature_scale: z-score of the difficulty feature (from the calibration set).
+    :param edge_slowdown: the device's slowdown against the profile (the scenario's).
     """
 
     def __init__(
@@ -150,8 +156,10 @@ class EdgeKnowledge:
         feature_scale: FeatureScale,
         rtt_ms: float,
         deadline_ms: float,
+        edge_slowdown: float = 1.0,
     ) -> None:
         self.history = history
+        self.edge_slowdown = edge_slowdown
         self.n_exits = n_exits
         self.feature_scale = feature_scale
         self.rtt_ms = rtt_ms
@@ -206,5 +214,5 @@ class EdgeKnowledge:
             self.meas, self.now_s, self.history, self.rtt_ms, self.deadline_ms, self.lat,
             self.last_conf, self.last_exit, self.n_exits, self.last_off,
             self.feature_scale.z(self.feature), self.edge_load, self.cloud_wait_ms,
-            self.cloud_load,
+            self.cloud_load, self.edge_slowdown,
         )  # fmt: skip

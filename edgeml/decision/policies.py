@@ -26,7 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeml.decision.action import TAUS, Action, ActionSpace
-from edgeml.decision.observation import EdgeKnowledge, FeatureScale, history_for
+from edgeml.decision.observation import (
+    N_FIXED,
+    EdgeKnowledge,
+    FeatureScale,
+    history_for,
+    obs_size,
+)
 from edgeml.decision.outcome import OutcomeRule
 from edgeml.decision.scenario import Scenario, scenario_diff
 from edgeml.decision.tables import Outcomes
@@ -86,7 +92,7 @@ class World:
         sc = self.scenario
         return EdgeKnowledge(
             history or sc.history, self.cost.num_exits, self.feature_scale, sc.rtt_ms,
-            sc.deadline_ms,
+            sc.deadline_ms, self.cost.edge_slowdown,
         )  # fmt: skip
 
     def planned_latency(
@@ -310,6 +316,12 @@ class ActorPolicy:
     def __init__(self, actor: Any, name: str = "ppo", source: str = "") -> None:
         self.actor, self.name, self.source = actor, name, source
         self.history = history_for(self.obs_size)
+        if obs_size(self.history) != self.obs_size or self.history < 1:
+            raise InputError(
+                f"{source or name}: the actor reads {self.obs_size} observation entries; this "
+                f"EdgeML builds 2*history + {N_FIXED} (the edge slowdown entry was added): "
+                "retrain it with `edgeml train-agent`"
+            )
 
     @property
     def obs_size(self) -> int:
@@ -400,6 +412,9 @@ def check_trained_for(path: Path, world: World, bundle_sha256: str | None) -> No
         except (TypeError, ValueError):
             log.warning("policy %s: scenario in %s not readable", path, meta_path.name)
             return
+        speeds = [float(v) for v in meta.get("train", {}).get("edge_slowdowns") or ()]
+        if speeds and min(speeds) <= world.scenario.edge_slowdown <= max(speeds):
+            then = replace(then, edge_slowdown=world.scenario.edge_slowdown)  # trained for it
         diff = scenario_diff(then, world.scenario)
         if diff:
             log.warning(

@@ -64,3 +64,7 @@ class TrainConfig:
     fleet_sizes: tuple[int, ...] = ()
     #: Share of the other edges' decisions that offload everything (see ``train._Others``).
     fleet_herd: float = 0.1
+    #: Train one policy for these edge slowdowns (env ``k`` runs ``edge_slowdowns[k % n]``,
+    #: so a repeated value gets more of the training; the observation holds the slowdown);
+    #: ``()`` trains for the scenario's alone.
+    edge_slowdowns: tuple[float, ...] = ()

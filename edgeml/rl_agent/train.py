@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -72,18 +72,27 @@ class _Others:
     A share ``herd`` of their decisions offloads everything (``cloud_only``) whatever the
     cloud's state: a fleet of planners that back off in time rarely congests, so without
     it the learner seldom sees a queued cloud and never learns to leave one.
+
+    Heuristics plan with a world (its edge speed), so ``first`` and ``herd`` are per edge
+    slowdown, picked by the view's; the snapshot reads the slowdown from the observation.
     """
 
-    def __init__(self, first: Policy | None, herd: Policy, share: float, seed: int) -> None:
-        self.policy, self.herd, self.share = first, herd, share
+    def __init__(
+        self, first: dict[float, Policy] | None, herd: dict[float, Policy], share: float,
+        seed: int,
+    ) -> None:  # fmt: skip
+        self.first, self.herd, self.share = first, herd, share
+        self.policy: Policy | None = None
         self._rng = np.random.default_rng(seed)
 
     def act(self, view: Any) -> Action:
         if self.share > 0 and self._rng.random() < self.share:
-            return self.herd.act(view)
-        if self.policy is None:  # no teacher and no rollout yet
+            return self.herd[view.edge_slowdown].act(view)
+        if self.policy is not None:
+            return self.policy.act(view)
+        if self.first is None:  # no teacher and no rollout yet
             raise RuntimeError("fleet others: no policy yet")
-        return self.policy.act(view)
+        return self.first[view.edge_slowdown].act(view)
 
     def follow(self, model: Any) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -98,6 +107,11 @@ class _Others:
                 return True
 
         return _Snapshot()
+
+
+def _returns(env: gym.Env) -> Callable[[], gym.Env]:
+    """A VecEnv factory for an env that already exists."""
+    return lambda: env
 
 
 def _schedule(cfg: TrainConfig) -> Any:
@@ -205,25 +219,30 @@ def train_agent(
     torch.set_num_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
-    world = World.from_bundle(bundle, scenario)
+    slowdowns = tuple(float(v) for v in cfg.edge_slowdowns) or (scenario.edge_slowdown,)
+    if any(v < 1.0 for v in slowdowns):
+        raise InputError(f"edge_slowdowns: each must be >= 1, got {list(slowdowns)}")
+    scen = {v: replace(scenario, edge_slowdown=v) for v in slowdowns}
+    worlds = {v: World.from_bundle(bundle, sc) for v, sc in scen.items()}
     teacher = cfg.warm_start.teacher
-    first = make_policy(teacher, world) if teacher != "none" else None
-    herd = make_policy("cloud_only", world)
+    first = {v: make_policy(teacher, w) for v, w in worlds.items()} if teacher != "none" else None
+    herd = {v: make_policy("cloud_only", w) for v, w in worlds.items()}
     others = _Others(first, herd, cfg.fleet_herd, cfg.seed + 20_000)
 
-    def one_env() -> EdgeCloudEnv | FleetEnv:
-        """The training env: one edge, or one learning edge in a fleet."""
+    def one_env(slowdown: float) -> EdgeCloudEnv | FleetEnv:
+        """The training env: one edge, or one learning edge in a fleet (of its speed)."""
+        sc = scen[slowdown]
         if not cfg.fleet_sizes:
-            return EdgeCloudEnv(scenario, bundle=bundle, traces=traces)
-        service = CloudService.from_profile(bundle.profile, scenario.cloud_speedup)
+            return EdgeCloudEnv(sc, bundle=bundle, traces=traces)
+        service = CloudService.from_profile(bundle.profile, sc.cloud_speedup)
         return FleetEnv(
-            lambda: EdgeCloudEnv(scenario, bundle=bundle, traces=traces),
+            lambda: EdgeCloudEnv(sc, bundle=bundle, traces=traces),
             service, cfg.fleet_sizes, others.act,
         )  # fmt: skip
 
     def make(rank: int) -> Any:
         def _init() -> gym.Env:
-            env = Monitor(one_env())
+            env = Monitor(one_env(slowdowns[rank % len(slowdowns)]))
             env.reset(seed=cfg.seed + rank)
             return env
 
@@ -231,11 +250,10 @@ def train_agent(
 
     venv = DummyVecEnv([make(r) for r in range(cfg.n_envs)])
     venv.seed(cfg.seed)
-    eval_wrapped = _FixedEpisodes(
-        Monitor(one_env()),
-        _eval_episodes(traces, cfg.eval_episodes, cfg.seed),
-    )
-    eval_env = DummyVecEnv([lambda: eval_wrapped])
+    # best-model selection on the same fixed episodes at every slowdown trained for
+    episodes = _eval_episodes(traces, cfg.eval_episodes, cfg.seed)
+    eval_wrapped = [_FixedEpisodes(Monitor(one_env(v)), episodes) for v in scen]
+    eval_env = DummyVecEnv([_returns(w) for w in eval_wrapped])
     stem = out.with_suffix("")
     tb_dir = cfg.tensorboard or str(stem) + "_tb"
     best_dir = Path(str(stem) + "_best")
@@ -243,12 +261,13 @@ def train_agent(
     class _RewindingEval(EvalCallback):
         def _on_step(self) -> bool:
             if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
-                eval_wrapped.rewind()
+                for w in eval_wrapped:
+                    w.rewind()
             return super()._on_step()
 
     callback = _RewindingEval(
         eval_env,
-        n_eval_episodes=cfg.eval_episodes,
+        n_eval_episodes=cfg.eval_episodes * len(scen),
         eval_freq=max(cfg.eval_freq // cfg.n_envs, 1),
         best_model_save_path=str(best_dir),
         log_path=str(best_dir),
@@ -265,8 +284,8 @@ def train_agent(
     t0 = time.perf_counter()
     warm: dict[str, Any] = {}
     if cfg.warm_start.teacher != "none":
-        teacher_env = one_env()
-        warm = warm_start(model, teacher_env, cfg.warm_start, cfg.seed + 10_000)
+        teacher_envs = [one_env(v) for v in slowdowns]
+        warm = warm_start(model, teacher_envs, cfg.warm_start, cfg.seed + 10_000)
     callbacks: list[Any] = [callback]
     if cfg.fleet_sizes:
         callbacks.append(others.follow(model))
@@ -285,7 +304,7 @@ def train_agent(
     export_actor(final, actor_path)
     meta = {
         "train": {k: v for k, v in asdict(cfg).items()},
-        "scenario": venv.get_attr("scenario")[0].to_dict(),
+        "scenario": venv.get_attr("scenario")[0].to_dict(),  # env 0's: edge_slowdowns[0]
         "traces": sorted(t.name for t in traces),
         "bundle_sha256": bundle.weights_sha256,
         "seconds": round(seconds, 1),

@@ -33,6 +33,8 @@ those rollouts, so PPO's first advantages are not noise that would undo the clon
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -78,10 +80,19 @@ def collect(
 
 
 def warm_start(
-    model: Any, env: EdgeCloudEnv | FleetEnv, cfg: WarmStartConfig, seed: int
+    model: Any,
+    env: EdgeCloudEnv | FleetEnv | Sequence[EdgeCloudEnv | FleetEnv],
+    cfg: WarmStartConfig,
+    seed: int,
 ) -> dict[str, Any]:
-    """Fit ``model``'s policy to the teacher and its value head to the returns, in place."""
-    obs, actions, returns = collect(env, cfg, model.gamma, seed)
+    """Fit ``model``'s policy to the teacher and its value head to the returns, in place.
+
+    Several ``env`` (one per edge speed a policy is trained for) share ``cfg.steps``; the
+    teacher plans with each env's own world."""
+    envs = [env] if isinstance(env, EdgeCloudEnv | FleetEnv) else list(env)
+    steps = replace(cfg, steps=max(cfg.steps // len(envs), 1))
+    parts = [collect(e, steps, model.gamma, seed + 7 * k) for k, e in enumerate(envs)]
+    obs, actions, returns = (np.concatenate(x) for x in zip(*parts, strict=True))
     policy = model.policy
     policy.set_training_mode(True)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
