@@ -94,9 +94,11 @@ def main() -> None:
     args.out.write_text(json.dumps({"traces": args.traces, "results": results}, indent=2) + "\n")
     from edgeml.rl_agent.plot import plot_sweep
 
+    shown = {k: {"policies": {**r["policies"], "shipped": {"timely_accuracy": r["shipped"]}}}
+             for k, r in results.items()}  # fmt: skip
     plot_sweep(
-        results,
-        names,
+        shown,
+        [n for n in ["shipped", *names] if all(n in r["policies"] for r in shown.values())],
         "edge slowdown (x this machine's ONNX core)",
         "timely accuracy",
         args.out.with_suffix(".png"),
