@@ -34,36 +34,6 @@ from edgeml.runtime.edge_net import EdgeNet, OnnxEdgeNet, TorchEdgeNet, describe
 HERE = Path(__file__).resolve().parent
 
 
-def exit_logits(net: Any, x: np.ndarray, batch: int = 250) -> list[np.ndarray]:
-    """Logits of every exit head on ``x`` (blocks run once per batch), for accuracy."""
-    out: list[list[np.ndarray]] = [[] for _ in net.exits]
-    for i in range(0, len(x), batch):
-        h = x[i : i + batch]
-        for k in range(1, net.num_blocks + 1):
-            h = block(net, k, h)
-            if k in net.exits:
-                out[net.exits.index(k)].append(head(net, k, h))
-    return [np.concatenate(o) for o in out]
-
-
-def block(net: Any, k: int, h: np.ndarray) -> np.ndarray:
-    if isinstance(net, OnnxEdgeNet):
-        return net.block(k, h)
-    import torch
-
-    with torch.inference_mode():
-        return net.net.blocks[k - 1](torch.from_numpy(h)).numpy()
-
-
-def head(net: Any, k: int, h: np.ndarray) -> np.ndarray:
-    if isinstance(net, OnnxEdgeNet):
-        return net.head(k, h)
-    import torch
-
-    with torch.inference_mode():
-        return net.net.head(k, torch.from_numpy(h)).numpy()
-
-
 def cloud_side(bundle: Bundle, x: np.ndarray, threads: int, runs: int) -> list[dict[str, Any]]:
     """Median ms of the cloud's work after split 0 and after the middle cut, per batch size,
     torch vs ONNX Runtime fp32 on ``threads`` threads (interleaved)."""
@@ -122,10 +92,10 @@ def main() -> None:
                     ms[name][b].append(1e3 * (time.perf_counter() - t0))
     med = {n: {b: statistics.median(v) for b, v in d.items()} for n, d in ms.items()}
     acc: dict[str, list[float]] = {}
-    ref = exit_logits(nets[1], x)
+    ref = nets[1].exit_logits(x)
     max_diff: dict[str, list[float]] = {}
     for name, net in zip(names, nets, strict=True):
-        logits = ref if name == "onnx/fp32" else exit_logits(net, x)
+        logits = ref if name == "onnx/fp32" else net.exit_logits(x)
         acc[name] = [float((lg.argmax(1) == labels).mean()) for lg in logits]
         max_diff[name] = [float(np.abs(lg - r).max()) for lg, r in zip(logits, ref, strict=True)]
     torch_ms, fp32, int8 = (med[n] for n in names)

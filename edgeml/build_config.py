@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeml.decision.scenario import EDGE_PRECISIONS
 from edgeml.progressive.config import ExitTrainConfig
 
 __all__ = ["PRESETS", "BuildConfig", "ModelBuildConfig"]
@@ -86,8 +87,8 @@ class ModelBuildConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
-        bad = [v for v in self.onnx if v not in ("fp32", "int8")]
+        bad = [v for v in self.onnx if v not in EDGE_PRECISIONS]
         if bad:
-            raise ValueError(f"onnx: {bad} not allowed; allowed: fp32, int8 (or none)")
+            raise ValueError(f"onnx: {bad} not allowed; allowed: {', '.join(EDGE_PRECISIONS)}")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction: must be in [0, 1), got {self.test_fraction}")

@@ -260,9 +260,9 @@ class Bundle:
         and the bundle has one, else ``calibration.npz`` (torch and ONNX fp32 agree on it)."""
         if self.calibration is None:
             raise BundleError(f"{self.path}: no {CALIBRATION}; rebuild with `edgeml build`")
-        entry = self.manifest.onnx.get("calibration", {}).get("int8")
         if not edge_runtime.endswith("/int8"):
             return self.calibration
+        entry = self.manifest.onnx.get("calibration", {}).get("int8")
         if entry is None:
             log.warning("%s: no onnx.calibration.int8; planning int8 with the fp32 table "
                         "(re-run `edgeml export %s --int8`)", self.path, self.path)  # fmt: skip

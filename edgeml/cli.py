@@ -68,10 +68,11 @@ def _cmd_build_model(args: argparse.Namespace, command: str) -> int:
 
 def _onnx_flag(text: str) -> tuple[str, ...]:
     """``--onnx fp32,int8`` / ``none`` -> the precisions to export."""
+    from edgeml.decision.scenario import EDGE_PRECISIONS
     from edgeml.errors import InputError
 
     values = () if text == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
-    bad = [v for v in values if v not in ("fp32", "int8")]
+    bad = [v for v in values if v not in EDGE_PRECISIONS]
     if bad:
         raise InputError(f"--onnx: {bad} not allowed; allowed: fp32, int8, fp32,int8 or none")
     return values

@@ -65,17 +65,10 @@ def int8_calibration(bundle: Bundle, frames: np.ndarray, batch: int = 250) -> Ca
         raise InputError(
             f"frames: {len(frames)} inputs, {bundle.path}/calibration.npz has {cal.num_samples}"
         )
-    net = OnnxEdgeNet(bundle, "int8")
     pred = np.empty_like(cal.pred)
     conf = np.empty_like(cal.conf)
-    for i in range(0, len(frames), batch):
-        h = np.ascontiguousarray(frames[i : i + batch], dtype=np.float32)
-        for k in range(1, net.num_blocks + 1):
-            h = net.block(k, h)
-            if k in net.exits:
-                c, y = softmax_max(net.head(k, h))
-                j = net.exits.index(k)
-                conf[i : i + len(h), j], pred[i : i + len(h), j] = c, y
+    for j, logits in enumerate(OnnxEdgeNet(bundle, "int8").exit_logits(frames, batch)):
+        conf[:, j], pred[:, j] = softmax_max(logits)
     correct = pred == cal.label[:, None]
     acc8, acc32 = np.round(correct.mean(0), 4).tolist(), np.round(cal.accuracy(), 4).tolist()
     log.info("int8 calibration: accuracy per exit %s (fp32 %s)", acc8, acc32)

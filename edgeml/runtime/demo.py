@@ -28,16 +28,20 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeml.bundle import Bundle
-from edgeml.decision.policies import LIVE_BASELINES
+from edgeml.decision.policies import LIVE_BASELINES, World
 from edgeml.decision.scenario import Scenario
+
+if TYPE_CHECKING:
+    from edgeml.partition.cost import CostModel
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DemoConfig",
+    "daemon_cost",
     "LiveConfig",
     "find_traces_dir",
     "load_bundle",
@@ -154,6 +158,13 @@ def resolve_policy(
     return str(res.actor), f"trained here in {res.seconds:.0f} s ({steps} steps)"
 
 
+def daemon_cost(bundle: Bundle, edge_slowdown: float, codec: str) -> CostModel:
+    """The cost model a live run's daemons plan with (their edge runtime: onnx when the
+    bundle has the files), so its predictions of their latency are like for like."""
+    sc = Scenario(edge_slowdown=edge_slowdown, codec=codec)
+    return World.from_bundle(bundle, sc).cost
+
+
 def load_bundle(spec: str | None, out: Path) -> Bundle:
     """The bundle of a live run (``spec`` or the shipped default), profiled (a copy under
     ``out`` if it has no ``profile.json``)."""
@@ -185,7 +196,6 @@ def _ensure_profile(bundle_dir: Path, out: Path) -> Path:
 def run_demo(cfg: DemoConfig) -> int:
     import torch
 
-    from edgeml.decision.policies import World
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
     from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
@@ -202,9 +212,7 @@ def run_demo(cfg: DemoConfig) -> int:
     trace = load_trace(trace_path)
     offset = cfg.offset_s if cfg.offset_s is not None else 0.0
     source = default_source(bundle.manifest.dataset)
-    # the daemon's own cost model: its edge runtime (onnx when the bundle has the files)
-    sc = Scenario(edge_slowdown=cfg.edge_slowdown, codec=cfg.codec)
-    cost = World.from_bundle(bundle, sc).cost
+    cost = daemon_cost(bundle, cfg.edge_slowdown, cfg.codec)
     print(
         f"edgeml demo: bundle {bundle.path} ({bundle.manifest.model['name']}), policy {policy} "
         f"({policy_origin}), trace {trace_path.name} from {offset:g} s, {cfg.inputs} inputs per "

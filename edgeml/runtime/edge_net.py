@@ -66,6 +66,8 @@ class EdgeNet(Protocol):
         self, h: np.ndarray, start: int, stop: int, exit_index: int, tau: float
     ) -> EdgeSegment: ...
 
+    def exit_logits(self, x: np.ndarray, batch: int = 250) -> list[np.ndarray]: ...
+
 
 def softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max softmax probability and its class per row, in float32 like torch's."""
@@ -154,6 +156,18 @@ class OnnxEdgeNet:
         name_in, name_out = self._head_io[block]
         return self._heads[block].run([name_out], {name_in: h})[0]
 
+    def exit_logits(self, x: np.ndarray, batch: int = 250) -> list[np.ndarray]:
+        """Every exit head's logits on ``x`` (no early stop; each block runs once per
+        batch): what calibration and accuracy per exit measure."""
+        out: list[list[np.ndarray]] = [[] for _ in self.exits]
+        for i in range(0, len(x), batch):
+            h = np.ascontiguousarray(x[i : i + batch], dtype=np.float32)
+            for k in range(1, self.num_blocks + 1):
+                h = self.block(k, h)
+                if k in self._heads:
+                    out[self.exits.index(k)].append(self.head(k, h))
+        return [np.concatenate(o) for o in out]
+
     def run_segment(
         self, h: np.ndarray, start: int, stop: int, exit_index: int, tau: float
     ) -> EdgeSegment:
@@ -215,6 +229,16 @@ class TorchEdgeNet:
         res = run_segment(self.net, x, start, stop, exit_index, tau)
         hidden = None if res.hidden is None else res.hidden.numpy()
         return EdgeSegment(res.answers, hidden, res.pending)
+
+    def exit_logits(self, x: np.ndarray, batch: int = 250) -> list[np.ndarray]:
+        """Every exit head's logits on ``x`` (as :meth:`OnnxEdgeNet.exit_logits`)."""
+        import torch
+
+        parts: list[list[torch.Tensor]] = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                parts.append(self.net.forward_exits(torch.from_numpy(x[i : i + batch])))
+        return [torch.cat([p[j] for p in parts]).numpy() for j in range(len(self.exits))]
 
 
 def load_edge_net(

@@ -245,11 +245,9 @@ def child_env() -> dict[str, str]:
 
 def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
-    from edgeml.decision.policies import World
-    from edgeml.decision.scenario import Scenario
     from edgeml.rl_agent.traces import load_trace
     from edgeml.runtime.compare import format_table, plot_runs, predictions, summarize
-    from edgeml.runtime.demo import load_bundle, resolve_policy
+    from edgeml.runtime.demo import daemon_cost, load_bundle, resolve_policy
     from edgeml.runtime.sources import default_source
 
     out = Path(cfg.out)
@@ -257,9 +255,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
     bundle = load_bundle(cfg.bundle, out)
     policy, origin = resolve_policy(cfg.policy, bundle, out, cfg)
     traces = [(Path(t), load_trace(t)) for t in cfg.traces]
-    # the daemon's own cost model: its edge runtime (onnx when the bundle has the files)
-    sc = Scenario(edge_slowdown=cfg.edge_slowdown, codec=cfg.codec)
-    cost = World.from_bundle(bundle, sc).cost
+    cost = daemon_cost(bundle, cfg.edge_slowdown, cfg.codec)
     source = default_source(bundle.manifest.dataset)
 
     net = Netns()
