@@ -143,6 +143,24 @@ def test_a_fleet_of_one_reproduces_the_single_edge_simulator(
         assert (fleet["cloud_wait_ms"] == 0).all()
 
 
+def test_a_cloud_slower_than_planned_answers_later_by_the_difference(
+    profiled_bundle: Bundle, edges: tuple[Scenario, list[Trace], CloudService]
+) -> None:
+    scenario, traces, service = edges
+    cfg = ev.EvalConfig(segments=1, episode_steps=60, seed=1)
+    env = ev.make_env(scenario, traces, cfg, profiled_bundle)
+    fleets = ev.fleets_for(ev.episodes_for(traces, cfg), 1)
+    slow = CloudService.from_profile(profiled_bundle.profile, 0.5)  # twice the profile
+    pol = make_policy("cloud_only", env.world)
+    planned = ev.run_fleet([env], service, BatchingRule(), pol, fleets, 1)
+    late = ev.run_fleet([env], slow, BatchingRule(), pol, fleets, 1, planned=service)
+    sent = late["offloaded"].astype(bool)
+    assert sent.all() and np.allclose(planned["cloud_wait_ms"], 0.0, atol=1e-9)
+    alone = [service.alone_ms(0, env.world.cost.exits[e], False) for e in late["exit"]]
+    np.testing.assert_allclose(late["cloud_wait_ms"], alone, rtol=1e-9)  # 2x - 1x
+    assert late["latency_ms"].mean() > planned["latency_ms"].mean() + 0.9 * np.mean(alone)
+
+
 def test_a_shared_cloud_makes_edges_wait_and_edgent_load_backs_off(
     profiled_bundle: Bundle, edges: tuple[Scenario, list[Trace], CloudService]
 ) -> None:

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edgeml.bundle import Bundle
+from edgeml.decision.policies import World
+from edgeml.decision.scenario import Scenario
 from edgeml.runtime.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
@@ -81,6 +84,46 @@ def test_fleet_runs_edge_processes_on_one_cloud_per_policy(
                 for n in ("ppo", "cloud_only") for r in (0, 1)}  # fmt: skip
         assert len({tuple(v) for v in seen.values()}) == 1
     assert (out / "fleet.png").stat().st_size > 10_000
+    # Every edge was paced to the profile: its work took slowdown x profile, whatever the
+    # other edges and the server did to this machine (or nothing was slept: an overrun).
+    cost = World.from_bundle(profiled_bundle, replace(Scenario(), edge_slowdown=2.0)).cost
+    paced = 0
+    for f in out.glob("*.edge*.jsonl"):
+        for r in map(json.loads, f.open()):
+            a, lat = r["action"], r["latency_ms"]
+            if r["where"] == "fallback" or lat["slowdown_sleep"] == 0:
+                continue
+            stop = None if r["where"] == "cloud" else r["answer"]["exit_index"]
+            b = cost.breakdown(a["split"], a["exit"], a["exit"] if stop is None else stop,
+                               a["tau"] >= 1.0, a["codec"])  # fmt: skip
+            spent = lat["edge_compute"] + lat["encode"] + lat["slowdown_sleep"]
+            assert spent == pytest.approx(b.edge_ms + b.encode_ms, abs=0.01)
+            paced += 1
+    assert paced > 2 * 3 * 8 * 0.8
+    assert report["cloud_slowdown"] > 0
+
+
+def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
+    profiled_bundle: Bundle,
+) -> None:
+    from edgeml.decision.cloud import CloudService
+    from edgeml.runtime.fleet_live import cloud_slowdown
+
+    service = CloudService.from_profile(profiled_bundle.profile)
+    top = service.exits[-1]
+
+    def sent(batch: int, ms: float) -> dict:
+        return {
+            "where": "cloud", "cloud_batch": batch, "answer": {"exit_block": top},
+            "action": {"split": 0, "tau": 1.0}, "latency_ms": {"cloud_compute": ms},
+        }  # fmt: skip
+
+    one, four = (service.batch_ms(0, [(top, False)] * b) for b in (1, 4))
+    local = {"where": "edge", "cloud_batch": None}
+    assert cloud_slowdown([[sent(1, 3 * one), local], [sent(4, 1.5 * four)]], service) == (
+        pytest.approx((3 * one + 1.5 * four) / (one + four))
+    )
+    assert cloud_slowdown([[local]], service) == 1.0
 
 
 def _netns_allowed() -> bool:

@@ -252,7 +252,41 @@ def test_speed_tracker_weighs_inputs_by_their_work(profiled_bundle) -> None:
         enc = cost.breakdown(0, last, last, True, "int8").encode_ms / 12.0
         tr.update(0, last, 1.0, last, {**lat, "encode": 50 * enc, "cloud_compute": 1.0})
     assert tr.edge == pytest.approx(1.5, rel=1e-6)  # no block ran on the edge: no evidence
-    assert tr.cloud != 1.0
+    b = cost.breakdown(0, last, last, True, "int8")
+    assert tr.cloud == pytest.approx(1.0 / (b.cloud_ms + b.decode_ms), rel=1e-6)
+
+
+@pytest.mark.parametrize("pace", ["measured", "profile"])
+def test_the_pacer_makes_the_edge_as_slow_as_emulated(profiled_bundle, pace: str) -> None:
+    import time
+
+    from edgeml.partition.cost import CostModel
+    from edgeml.runtime.speed import Pacer
+
+    cost = CostModel.from_bundle(profiled_bundle, edge_slowdown=3.0)
+    pacer = Pacer(cost, "int8", pace)
+    n, last = cost.num_blocks, cost.num_exits - 1
+    local = cost.breakdown(n, last, last, True, "int8").edge_ms  # 3 x the profile
+    sent = cost.breakdown(1, last, last, True, "int8")
+    fallback = cost.local_finish_ms(1, last)
+    compute = 0.2 * local / 3.0 / 1e3  # this machine ran it 5x faster than the profile
+    t0 = time.perf_counter()
+    slept = [
+        pacer.after_run(compute, n, last, last, 1.0),
+        pacer.after_run(compute, 1, last, None, 1.0),
+        pacer.after_fallback(compute, 1, last),
+    ]
+    assert time.perf_counter() - t0 >= sum(slept)
+    if pace == "measured":  # slowdown - 1 times what this machine took, whatever it ran
+        assert slept == pytest.approx([2.0 * compute] * 3)
+        assert pacer.real_load
+    else:  # up to the emulated edge's time of that work
+        want = [local, sent.edge_ms + sent.encode_ms, fallback]
+        assert slept == pytest.approx([w / 1e3 - compute for w in want])
+        assert pacer.after_run(1.0, n, last, last, 1.0) == 0.0  # an overrun is not hidden
+        assert not pacer.real_load
+    with pytest.raises(ValueError, match="pace: 'fast'; allowed: measured, profile"):
+        Pacer(cost, "int8", "fast")
 
 
 def test_live_predictions_use_the_runtime_the_edge_ran() -> None:

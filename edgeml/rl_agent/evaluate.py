@@ -162,16 +162,17 @@ def run_fleet(
     fleets: Sequence[Sequence[Episode]],
     seed: int,
     progress: bool = False,
+    planned: CloudService | None = None,
 ) -> dict[str, np.ndarray]:
     """Play every fleet (all its edges on ``policy``, one shared cloud) and return per-input
     arrays as :func:`run_policy` does, plus ``edge`` (a global edge id), ``cloud_wait_ms``
     (how much later than alone), ``cloud_queue_ms`` (the server's queue wait) and
-    ``offloaded``."""
+    ``offloaded``. ``planned``: see :class:`~edgeml.rl_agent.fleet.Fleet`."""
     keys = (*_FIELDS, "reward", "family", "episode", "edge", "cloud_wait_ms", "cloud_queue_ms",
             "offloaded")  # fmt: skip
     cols: dict[str, list[Any]] = {k: [] for k in keys}
     for f, fleet_eps in enumerate(tqdm(fleets, desc=policy.name, disable=not progress)):
-        fleet = Fleet(envs[: len(fleet_eps)], service, rule)
+        fleet = Fleet(envs[: len(fleet_eps)], service, rule, planned)
         policy.reset(seed + f)
         eps = [EdgeEpisode(ep.trace, ep.start_s, ep.seed) for ep in fleet_eps]
         fleet.reset(eps, np.random.default_rng(seed * 7_919 + f))

@@ -67,11 +67,15 @@ class Fleet:
     :param envs: the edges (each its own env; they may share traces and the bundle).
     :param service: the cloud's batch service times.
     :param rule: the server's batching rule.
+    :param planned: the service times the edges plan with (their profile), when the cloud
+        is not as fast as profiled (None: ``service``). A reply's ``extra_ms`` is measured
+        against it, as the daemon measures it against its cost model.
     """
 
     envs: Sequence[EdgeCloudEnv]
     service: CloudService
     rule: BatchingRule = field(default_factory=BatchingRule)
+    planned: CloudService | None = None
 
     def __post_init__(self) -> None:
         self.cloud = CloudModel(self.service, self.rule)
@@ -181,7 +185,7 @@ class Fleet:
             p = o.pending
             if job.expired:
                 continue  # dropped unrun at the deadline: the give-up answers it
-            alone = self.service.alone_ms(p.split, job.stop_block, job.early)
+            alone = (self.planned or self.service).alone_ms(p.split, job.stop_block, job.early)
             extra = max(job.done_ms - job.arrival_ms - alone, 0.0)
             load = job.queued_at_done + job.batch_size  # the reply's queued + running
             self._finish(o, CloudReply(job.queue_ms, extra, load), record)

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeml.decision.policies import LIVE_BASELINES, POLICY_KINDS
 from edgeml.decision.scenario import Scenario, add_scenario_flags, scenario_from_args
+from edgeml.runtime.speed import PACES
 
 # Scenario fields a live run takes from elsewhere: the bundle argument, the link's trace.
 SOURCE_FIELDS = ("bundle", "traces", "trace_split", "families")
@@ -79,6 +80,14 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         help="write this file once taking inputs (removed on exit): a readiness signal",
     )
     p.add_argument(
+        "--pace",
+        choices=PACES,
+        default="measured",
+        help="apply the edge slowdown to the measured compute (this machine's load slows the "
+        "edge too) or to the profile (the edge runs at slowdown x profile whatever this "
+        "machine runs: many emulated edges on one machine)",
+    )
+    p.add_argument(
         "--go-file",
         default=None,
         help="once ready, wait for this file to exist before the first input (fleet start)",
@@ -136,8 +145,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         cfg = EdgeConfig(
             bundle=args.bundle, cloud=args.cloud, policy=args.policy, source=args.source,
             rate=args.rate, deadline_ms=sc.deadline_ms, edge_slowdown=sc.edge_slowdown,
-            codec=sc.codec, edge_runtime=sc.edge_runtime, edge_precision=sc.edge_precision,
-            log=args.log, metrics_port=args.metrics_port,
+            pace=args.pace, codec=sc.codec, edge_runtime=sc.edge_runtime,
+            edge_precision=sc.edge_precision, log=args.log, metrics_port=args.metrics_port,
             max_inputs=args.max_inputs, rtt_ms=sc.rtt_ms, link_trace=args.link_trace,
             link_offset_s=args.link_offset_s, link_rtt_ms=args.link_rtt_ms,
             probe_after_s=sc.probe_interval_s, probe_bytes=int(sc.probe_bytes),

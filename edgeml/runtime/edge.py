@@ -46,10 +46,12 @@ Log schema (``edgeml.edge/1``), one object per input::
 Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
 handing the request over and having the reply, minus the server's own time; ``uplink`` is
 the part of it spent in the emulated uplink (0 on a real network). ``slowdown_sleep`` is
-the emulated edge slowness, ``(edge_slowdown - 1) x`` the measured edge compute.
+the emulated edge slowness (:class:`~edgeml.runtime.speed.Pacer`): ``(edge_slowdown - 1) x``
+the measured edge compute, or with ``pace`` ``profile`` what is left to the profile's time.
 ``edge_speed``/``cloud_speed`` are measured over profiled compute so far (see
 :class:`SpeedTracker`). ``cpu_load`` is psutil's reading (:class:`CpuLoad`); ``edge_load``
-is what the policy and the fallback timing used, ``max(cpu_load, edge_speed - 1)``.
+is what the policy and the fallback timing used, ``max(cpu_load, edge_speed - 1)`` (0 when
+paced to the profile).
 ``edge_runtime`` is what ran the edge's blocks (``onnx/fp32``, ``onnx/int8``,
 ``torch/fp32``). ``t_s`` is seconds since the daemon started (monotonic); ``timely`` is
 ``correct and in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
@@ -93,7 +95,7 @@ from edgeml.runtime.records import (
     strict_json,
 )
 from edgeml.runtime.sources import Item, default_source, open_source, paced
-from edgeml.runtime.speed import CpuLoad, SpeedTracker, sleep_extra
+from edgeml.runtime.speed import CpuLoad, Pacer, SpeedTracker
 from edgeml.transport.client import EdgeClient
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ class EdgeDaemon:
         self.policy.reset(cfg.seed)
         self.state = self.world.knowledge(self.policy.history)
         self.speed = SpeedTracker(self.cost, cfg.codec)
+        self.pacer = Pacer(self.cost, cfg.codec, cfg.pace)
         self.metrics = EdgeMetrics(cfg.edge_slowdown)
         self.cloud = CloudLink(
             cfg, self.bundle, self.cost, self.metrics, self.policy.history, client
@@ -169,7 +172,7 @@ class EdgeDaemon:
         compute = time.perf_counter() - t0
         answer = res.answers[0]
         assert answer is not None  # a segment always answers at exit k
-        return answer, compute, sleep_extra(compute, cost.edge_slowdown)
+        return answer, compute, self.pacer.after_fallback(compute, s, k)
 
     def unusable(self, item: Item) -> str | None:
         """Why the network cannot take this frame (None: it can)."""
@@ -221,7 +224,7 @@ class EdgeDaemon:
         lat = dict.fromkeys(LATENCY_KEYS, 0.0)
         cpu_load = self.load.sample()
         edge_speed, cloud_speed = self.speed.edge, self.speed.cloud  # known before this input
-        load = max(cpu_load, edge_speed - 1.0)
+        load = max(cpu_load, edge_speed - 1.0) if self.pacer.real_load else 0.0
         st = self.state
         st.edge_load = load
         st.feature = float(difficulty_feature(item.x, self.bundle.manifest.difficulty_feature)[0])
@@ -251,13 +254,14 @@ class EdgeDaemon:
             enc = encode(res.hidden, cfg.codec)
             enc_s = time.perf_counter() - t0
             lat["encode"] = enc_s * 1e3
-            lat["slowdown_sleep"] = sleep_extra(compute + enc_s, cfg.edge_slowdown) * 1e3
+            lat["slowdown_sleep"] = self.pacer.after_run(compute + enc_s, s, e, None, tau) * 1e3
             grace = self.rule.grace_ms(s, e, load)
             answer, where, fallback_reason, nbytes, batch = self._offload(
                 enc, res.hidden, s, e, tau, deadline, deadline + grace / 1e3, load, lat
             )
         else:
-            lat["slowdown_sleep"] = sleep_extra(compute, cfg.edge_slowdown) * 1e3
+            stop = answer.exit_index
+            lat["slowdown_sleep"] = self.pacer.after_run(compute, s, e, stop, tau) * 1e3
         end = time.monotonic()
         lat["total"] = (end - start) * 1e3
         in_deadline = end <= deadline

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeml.decision.scenario import Scenario
+from edgeml.runtime.speed import PACES
 from edgeml.transport.client import check_targets
 
 __all__ = ["EdgeConfig"]
@@ -27,6 +28,10 @@ class EdgeConfig:
     :param deadline_ms: an answer later than this is a miss; also the offload's deadline.
     :param edge_slowdown: emulated edge slowness; the daemon sleeps ``factor - 1`` times its
         measured compute. 1 means this machine is the edge.
+    :param pace: how the slowdown is applied (:class:`~edgeml.runtime.speed.Pacer`):
+        ``measured`` (this machine's load slows the emulated edge too) or ``profile`` (the
+        edge takes ``edge_slowdown`` x its profile whatever this machine runs: many emulated
+        edges on one machine, ``edgeml fleet``).
     :param codec: tensor codec on the link.
     :param edge_runtime: onnx or torch runs the edge's blocks (None: onnx when the bundle
         has its ONNX files; then torch is never imported for the edge's own work).
@@ -68,6 +73,7 @@ class EdgeConfig:
     rate: float = _D.input_rate
     deadline_ms: float = _D.deadline_ms
     edge_slowdown: float = _D.edge_slowdown
+    pace: str = "measured"
     codec: str = _D.codec
     edge_runtime: str | None = _D.edge_runtime
     edge_precision: str = _D.edge_precision
@@ -118,6 +124,7 @@ class EdgeConfig:
         finite("grace_ms", 0.0, optional=True)
         finite("link_rtt_ms", 0.0, optional=True)
         need("threads", self.threads >= 1, "an integer >= 1")
+        need("pace", self.pace in PACES, ", ".join(PACES))
         need("max_inputs", self.max_inputs is None or self.max_inputs >= 0, "an integer >= 0")
         need("metrics_port", self.metrics_port is None or 0 <= self.metrics_port <= 65535,
              "0..65535 (0: any free port)")  # fmt: skip

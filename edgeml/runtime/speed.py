@@ -9,7 +9,7 @@ import psutil
 
 from edgeml.partition.cost import CostModel
 
-__all__ = ["CpuLoad", "SpeedTracker", "sleep_extra"]
+__all__ = ["PACES", "CpuLoad", "Pacer", "SpeedTracker"]
 
 
 class CpuLoad:
@@ -39,12 +39,59 @@ class CpuLoad:
         return round(max(0.0, by_busy, by_queue), 3)
 
 
-def sleep_extra(compute_s: float, factor: float) -> float:
-    """Sleep the extra time a ``factor`` x slower edge would have needed; returns it (s)."""
-    extra = max(compute_s, 0.0) * (factor - 1.0)
-    if extra > 0:
-        time.sleep(extra)
-    return extra
+#: How the emulated edge's slowness is applied (:class:`Pacer`).
+PACES = ("measured", "profile")
+
+
+class Pacer:
+    """The emulated edge's slowness, applied by sleeping after the real compute.
+
+    ``measured``: sleep ``edge_slowdown - 1`` times the measured compute, so whatever slows
+    this machine (other processes, a slower CPU than the profile's) slows the emulated edge
+    as much, and the daemon plans with that load (:class:`CpuLoad`, the measured speed). One
+    edge on a machine of its own, as ``edgeml demo`` runs it.
+
+    ``profile``: sleep until the work has taken what the cost model says it takes on the
+    emulated edge (``edge_slowdown`` x the profile), so the edge runs at its profile
+    whatever this machine is doing, and its load is 0. A fleet of devices has a core each,
+    while ``edgeml fleet`` runs all of them on this machine's cores; measured pacing would
+    multiply their contention by the slowdown (24 x on the default edge). Real compute longer
+    than the target is not hidden: nothing is slept (``slowdown_sleep`` 0) and it is late.
+    """
+
+    def __init__(self, cost: CostModel, codec: str, pace: str = "measured") -> None:
+        if pace not in PACES:
+            raise ValueError(f"pace: {pace!r}; allowed: {', '.join(PACES)}")
+        self.cost, self.codec, self.pace = cost, codec, pace
+
+    @property
+    def real_load(self) -> bool:
+        """Whether this machine's load and speed are the emulated edge's."""
+        return self.pace == "measured"
+
+    def _sleep(self, compute_s: float, target_ms: float) -> float:
+        if self.pace == "measured":
+            extra = max(compute_s, 0.0) * (self.cost.edge_slowdown - 1.0)
+        else:
+            extra = max(target_ms / 1e3 - compute_s, 0.0)
+        if extra > 0:
+            time.sleep(extra)
+        return extra
+
+    def after_run(self, compute_s: float, s: int, e: int, stop: int | None, tau: float) -> float:
+        """Sleep after the edge's segment of action ``(s, e, tau)`` (``compute_s`` includes
+        the encoding of an offload): answered at exit ``stop``, or offloaded (``None``).
+        Returns the sleep (s)."""
+        target = 0.0
+        if self.pace == "profile":
+            b = self.cost.breakdown(s, e, e if stop is None else stop, tau >= 1.0, self.codec)
+            target = b.edge_ms + b.encode_ms
+        return self._sleep(compute_s, target)
+
+    def after_fallback(self, compute_s: float, s: int, k: int) -> float:
+        """Sleep after a local fallback from split ``s`` to exit ``k``; returns the sleep (s)."""
+        target = self.cost.local_finish_ms(s, k) if self.pace == "profile" else 0.0
+        return self._sleep(compute_s, target)
 
 
 class SpeedTracker:
