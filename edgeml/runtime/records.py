@@ -3,6 +3,38 @@
 The summary's metrics are the decision core's :func:`~edgeml.decision.metrics.summarize`
 of the records (the same keys and definitions as ``edgeml evaluate``), plus the counts only
 a live run has (offloads, fallbacks, inputs without an answer).
+
+Log schema (``edgeml.edge/1``), one object per input::
+
+    schema, run, seq, input, t_unix, t_s, wait_ms, policy,
+    action {split, exit, tau, codec}, where ("edge" | "cloud" | "fallback" | "error"),
+    error (null | why the input got no answer), answer {class_id, confidence, exit_index,
+    exit_block}, label, level, correct,
+    offloaded, fallback, fallback_reason (null | "deadline" | "unavailable" | "error" |
+    "mismatch"), bytes, deadline_ms, in_deadline, timely,
+    latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
+                cloud_queue, cloud_decode, cloud_compute, fallback_compute},
+    edge_slowdown, edge_runtime, cpu_load, edge_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps,
+    trace_s, cloud_batch, edge_speed, cloud_speed
+
+Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
+handing the request over and having the reply, minus the server's own time; ``uplink`` is
+the part of it spent in the emulated uplink (0 on a real network). ``slowdown_sleep`` is
+the emulated edge slowness (:class:`~.speed.Pacer`): ``(edge_slowdown - 1) x`` the
+measured edge compute, or with ``pace`` ``profile`` what is left to the profile's time.
+``edge_speed``/``cloud_speed`` are measured over profiled compute so far (see
+:class:`~.speed.SpeedTracker`). ``cpu_load`` is psutil's reading (:class:`~.speed.CpuLoad`);
+``edge_load`` is what the policy and the fallback timing used, ``max(cpu_load, edge_speed -
+1)`` (0 when paced to the profile).
+``edge_runtime`` is what ran the edge's blocks (``onnx/fp32``, ``onnx/int8``,
+``torch/fp32``). ``t_s`` is seconds since the daemon started (monotonic); ``timely`` is
+``correct and in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
+link's bandwidth and trace position when the input started (null on a real network).
+
+An input the network cannot take (another shape, a NaN or infinite pixel) or whose
+processing failed still gets its line: ``where`` is ``"error"``, ``error`` names the
+reason, ``action`` and ``answer`` are null, and it counts as wrong and late. The log is
+strict JSON (no NaN).
 """
 
 from __future__ import annotations
