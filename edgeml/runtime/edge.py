@@ -62,7 +62,9 @@ from edgeml.runtime.records import (
     FALLBACK_REASONS,
     LATENCY_KEYS,
     LOG_SCHEMA,
+    RecordContext,
     RunSummary,
+    input_record,
     strict_json,
 )
 from edgeml.runtime.sources import Item, default_source, open_source, paced
@@ -170,22 +172,18 @@ class EdgeDaemon:
         log.warning("input %s (%s) not answered: %s", seq, item.name, reason)
         lat = dict.fromkeys(LATENCY_KEYS, 0.0)
         lat["total"] = (time.monotonic() - start) * 1e3
-        return {
-            "schema": LOG_SCHEMA, "run": self.config.run, "seq": seq, "input": item.name,
-            "t_unix": time.time(), "t_s": start - self._t0,
-            "wait_ms": max(0.0, (start - arrival) * 1e3), "policy": self.policy.name,
-            "action": None, "where": "error", "error": reason, "answer": None,
-            "label": item.label, "level": item.level,
-            "correct": None if item.label is None else False, "offloaded": False,
-            "fallback": False, "fallback_reason": None, "bytes": 0,
-            "deadline_ms": self.config.deadline_ms, "in_deadline": False,
-            "timely": None if item.label is None else False,
-            "latency_ms": {k: round(v, 3) for k, v in lat.items()},
-            "edge_slowdown": self.config.edge_slowdown, "edge_runtime": describe(self.net),
-            "cpu_load": None, "edge_load": None,
-            "bw_estimate_mbps": None, "rtt_estimate_ms": None, "link_mbps": None,
-            "trace_s": None, "cloud_batch": None, "edge_speed": None, "cloud_speed": None,
-        }  # fmt: skip
+        return input_record(self._context(item, seq, start, arrival, 0.0), lat, error=reason)
+
+    def _context(
+        self, item: Item, seq: int, start: float, arrival: float, took_s: float
+    ) -> RecordContext:
+        cfg = self.config
+        return RecordContext(
+            run=cfg.run, seq=seq, item=item, t_unix=time.time() - took_s, t_s=start - self._t0,
+            wait_ms=max(0.0, (start - arrival) * 1e3), policy=self.policy.name,
+            deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
+            edge_runtime=describe(self.net),
+        )  # fmt: skip
 
     def process(self, item: Item, arrival: float, seq: int) -> dict[str, Any]:
         """Answer one input; never raises for a cloud problem (falls back instead)."""
@@ -238,35 +236,20 @@ class EdgeDaemon:
         in_deadline = end <= deadline
         if where != "fallback":
             self.speed.update(s, e, tau, answer.exit_index, lat)
-        correct = None if item.label is None else answer.class_id == item.label
-        offloaded = where == "cloud"
         st.record_answer(lat["total"], answer.confidence, answer.exit_index, where != "edge")
-        rec: dict[str, Any] = {
-            "schema": LOG_SCHEMA, "run": cfg.run, "seq": seq, "input": item.name,
-            "t_unix": time.time() - (end - start), "t_s": start - self._t0,
-            "wait_ms": max(0.0, (start - arrival) * 1e3), "policy": self.policy.name,
-            "action": {"split": s, "exit": e, "tau": tau, "codec": cfg.codec},
-            "where": where, "error": None,
-            "answer": {
-                "class_id": answer.class_id, "confidence": round(answer.confidence, 5),
-                "exit_index": answer.exit_index, "exit_block": answer.exit_block,
-            },
-            "label": item.label, "level": item.level, "correct": correct,
-            "offloaded": offloaded, "fallback": fallback_reason is not None,
-            "fallback_reason": fallback_reason, "bytes": nbytes,
-            "deadline_ms": cfg.deadline_ms, "in_deadline": in_deadline,
-            "timely": None if correct is None else bool(correct and in_deadline),
-            "latency_ms": {k: round(v, 3) for k, v in lat.items()},
-            "edge_slowdown": cfg.edge_slowdown, "edge_runtime": describe(self.net),
-            "cpu_load": cpu_load,
-            "edge_load": round(load, 4),
+        measured = {
+            "cpu_load": cpu_load, "edge_load": round(load, 4),
             "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
-            "rtt_estimate_ms": round(st.rtt_ms, 3),
-            "link_mbps": link_mbps, "trace_s": None if trace_s is None else round(trace_s, 3),
-            "cloud_batch": batch, "edge_speed": round(edge_speed, 4),
-            "cloud_speed": round(cloud_speed, 4),
+            "rtt_estimate_ms": round(st.rtt_ms, 3), "link_mbps": link_mbps,
+            "trace_s": None if trace_s is None else round(trace_s, 3), "cloud_batch": batch,
+            "edge_speed": round(edge_speed, 4), "cloud_speed": round(cloud_speed, 4),
         }  # fmt: skip
-        return rec
+        return input_record(
+            self._context(item, seq, start, arrival, end - start), lat,
+            action={"split": s, "exit": e, "tau": tau, "codec": cfg.codec}, where=where,
+            answer=answer, fallback_reason=fallback_reason, nbytes=nbytes,
+            in_deadline=in_deadline, measured=measured,
+        )  # fmt: skip
 
     def _offload(
         self,

@@ -42,12 +42,19 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeml.decision.metrics import summarize
 from edgeml.decision.scenario import Scenario
 
-__all__ = ["FALLBACK_REASONS", "LATENCY_KEYS", "LOG_SCHEMA", "RunSummary", "strict_json"]
+if TYPE_CHECKING:
+    from edgeml.progressive.rule import Answer
+    from edgeml.runtime.sources import Item
+
+__all__ = [
+    "FALLBACK_REASONS", "LATENCY_KEYS", "LOG_SCHEMA", "MEASURED_KEYS", "RecordContext",
+    "RunSummary", "input_record", "strict_json",
+]  # fmt: skip
 
 LOG_SCHEMA = "edgeml.edge/1"
 LATENCY_KEYS = (
@@ -109,6 +116,66 @@ class RunSummary:
             f"unanswered {self.errors}; "
             f"edge slowdown x{self.edge_slowdown:g} (applied by sleeping)"
         )
+
+
+#: The measurements an answered input's record carries (null in an error record).
+MEASURED_KEYS = (
+    "cpu_load", "edge_load", "bw_estimate_mbps", "rtt_estimate_ms", "link_mbps", "trace_s",
+    "cloud_batch", "edge_speed", "cloud_speed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What every record of one input carries whatever happened to it."""
+
+    run: str
+    seq: int
+    item: Item
+    t_unix: float
+    t_s: float
+    wait_ms: float
+    policy: str
+    deadline_ms: float
+    edge_slowdown: float
+    edge_runtime: str
+
+
+def input_record(
+    ctx: RecordContext,
+    lat: dict[str, float],
+    *,
+    action: dict[str, Any] | None = None,
+    where: str = "error",
+    error: str | None = None,
+    answer: Answer | None = None,
+    fallback_reason: str | None = None,
+    nbytes: int = 0,
+    in_deadline: bool = False,
+    measured: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One JSONL line (the schema above): an answered input's, or with the defaults and
+    ``error`` an input that got no answer (wrong and late)."""
+    label = ctx.item.label
+    correct = None if label is None else answer is not None and answer.class_id == label
+    m = measured or {}
+    return {
+        "schema": LOG_SCHEMA, "run": ctx.run, "seq": ctx.seq, "input": ctx.item.name,
+        "t_unix": ctx.t_unix, "t_s": ctx.t_s, "wait_ms": ctx.wait_ms, "policy": ctx.policy,
+        "action": action, "where": where, "error": error,
+        "answer": None if answer is None else {
+            "class_id": answer.class_id, "confidence": round(answer.confidence, 5),
+            "exit_index": answer.exit_index, "exit_block": answer.exit_block,
+        },
+        "label": label, "level": ctx.item.level, "correct": correct,
+        "offloaded": where == "cloud", "fallback": fallback_reason is not None,
+        "fallback_reason": fallback_reason, "bytes": nbytes,
+        "deadline_ms": ctx.deadline_ms, "in_deadline": in_deadline,
+        "timely": None if correct is None else bool(correct and in_deadline),
+        "latency_ms": {k: round(v, 3) for k, v in lat.items()},
+        "edge_slowdown": ctx.edge_slowdown, "edge_runtime": ctx.edge_runtime,
+        **{k: m.get(k) for k in MEASURED_KEYS},
+    }  # fmt: skip
 
 
 def _finite(v: Any) -> Any:
