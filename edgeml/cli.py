@@ -284,9 +284,17 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             ("--timesteps", args.timesteps),
             ("--n-envs", args.n_envs),
             ("--threads", args.threads),
+            ("--eval-freq", args.eval_freq),
+            ("--eval-episodes", args.eval_episodes),
         ):
             if value < 1:
                 raise InputError(f"{flag}: must be >= 1, got {value}")
+        if not args.learning_rate > 0:
+            raise InputError(f"--learning-rate: must be > 0, got {args.learning_rate}")
+        if not 0.0 < args.lr_final_fraction <= 1.0:
+            raise InputError(
+                f"--lr-final-fraction: must be in (0, 1], got {args.lr_final_fraction}"
+            )
         if not 0.0 <= args.fleet_herd <= 1.0:
             raise InputError(f"--fleet-herd: must be in [0, 1], got {args.fleet_herd}")
         if args.teacher != "none" and args.teacher not in TEACHERS:
@@ -298,6 +306,10 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             n_envs=args.n_envs,
             seed=args.seed,
             threads=args.threads,
+            learning_rate=args.learning_rate,
+            lr_final_fraction=args.lr_final_fraction,
+            eval_freq=args.eval_freq,
+            eval_episodes=args.eval_episodes,
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
             fleet_sizes=_numbers("--fleet-sizes", args.fleet_sizes, int, "1,4,16"),
@@ -329,6 +341,19 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-envs", type=int, default=d.n_envs, help="vectorised environments")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="PPO's")
+    p.add_argument(
+        "--lr-final-fraction", type=float, default=d.lr_final_fraction,
+        help="the learning rate decays linearly to this fraction of --learning-rate",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval-freq", type=int, default=d.eval_freq,
+        help="steps (all envs) between best-model evaluations",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval-episodes", type=int, default=d.eval_episodes,
+        help="fixed validation episodes per evaluation (per edge slowdown)",
+    )  # fmt: skip
     p.add_argument("--tensorboard", default=None, help="TensorBoard dir (None: next to OUT)")
     p.add_argument(
         "--fleet-sizes", default="",

@@ -252,6 +252,9 @@ def test_bad_evaluate_flags(argv_extra, shown, capsys):
     [
         (["--timesteps", "0"], "--timesteps: must be >= 1, got 0"),
         (["--n-envs", "0"], "--n-envs: must be >= 1, got 0"),
+        (["--eval-freq", "0"], "--eval-freq: must be >= 1, got 0"),
+        (["--learning-rate", "0"], "--learning-rate: must be > 0, got 0.0"),
+        (["--lr-final-fraction", "1.5"], "--lr-final-fraction: must be in (0, 1], got 1.5"),
     ],
 )
 def test_bad_train_flags(argv_extra, shown, tmp_path, capsys):
