@@ -39,6 +39,7 @@ import logging
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -290,7 +291,7 @@ def plot_fleet(runs: dict[str, list[list[dict[str, Any]]]], out: Path, title: st
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7, ncol=4)
     axes[-1].set_xlabel("s since the fleet started (first round)")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 130), fontsize=9)
     return save_figure(fig, out, 120)
 
 
