@@ -315,6 +315,7 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
             fleet_sizes=_numbers("--fleet-sizes", args.fleet_sizes, int, "1,4,16"),
             fleet_herd=args.fleet_herd,
             edge_slowdowns=_numbers("--edge-slowdowns", args.edge_slowdowns, float, "4,8,12,24"),
+            edge_load_busy=tuple(args.edge_load_busy or ()),
             warm_start=WarmStartConfig(teacher=args.teacher),
         )
         bundle = Bundle.load(args.bundle)
@@ -368,6 +369,12 @@ def _add_train_agent(sub: argparse._SubParsersAction) -> None:
         "--edge-slowdowns", default="",
         help="one policy for these edge slowdowns (comma list, e.g. 4,8,12,24; the "
         "observation holds the slowdown); empty: the scenario's --edge-slowdown alone",
+    )  # fmt: skip
+    p.add_argument(
+        "--edge-load-busy", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+        help="train with the busy regime's edge load drawn from [LOW, HIGH] instead of the "
+        "scenario's --load-busy (e.g. 0.25 1.5: a machine slower than its profile shows as "
+        "load above 1); the policy is not warned about a range inside it",
     )  # fmt: skip
     p.add_argument(
         "--teacher", default=d.warm_start.teacher,

@@ -131,3 +131,21 @@ def test_a_policy_trained_for_a_slowdown_range_is_not_warned_inside_it(
     with caplog.at_level(logging.WARNING):
         make_policy(str(path), far)
     assert "edge_slowdown: 4.0 -> 48.0" in caplog.text
+
+
+def test_a_policy_trained_for_a_wider_load_is_not_warned_inside_it(
+    profiled_bundle: Bundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World.from_bundle(profiled_bundle, Scenario())  # busy load (0.25, 1.0)
+    wide = replace(world.scenario.load, busy=(0.25, 1.5))
+    meta = {"bundle_sha256": profiled_bundle.weights_sha256,
+            "scenario": replace(world.scenario, load=wide).to_dict(),
+            "train": {"edge_load_busy": [0.25, 1.5]}}  # fmt: skip
+    path = _actor(world, tmp_path / "wide.npz", meta)
+    with caplog.at_level(logging.WARNING):
+        make_policy(str(path), world)
+    assert "another scenario" not in caplog.text
+    beyond = replace(world.scenario, load=replace(wide, busy=(0.25, 2.0)))
+    with caplog.at_level(logging.WARNING):
+        make_policy(str(path), World.from_bundle(profiled_bundle, beyond))
+    assert "another scenario (load:" in caplog.text

@@ -50,12 +50,16 @@ def test_train_agent_as_a_user_calls_it(profiled_bundle: Bundle, tmp_path: Path)
 
     with pytest.raises(InputError, match=r"unknown options \['timestep'\]"):
         train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "x.zip", timestep=1)
+    with pytest.raises(InputError, match=r"edge_load_busy: busy: need 0 <= low <= high"):
+        train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "x.zip",
+                    edge_load_busy=(1.5, 0.2))  # fmt: skip
     res = train_agent(profiled_bundle.path, default_traces_dir(), tmp_path / "u.zip",
                       timesteps=512, n_envs=2, n_steps=256, batch_size=256, eval_freq=256,
                       eval_episodes=1, progress=False, episode_steps=100, deadline_ms=250.0,
                       warm_start={"teacher": "edgent", "steps": 200, "epochs": 1},
-                      edge_slowdowns=(2.0, 6.0))  # fmt: skip
+                      edge_slowdowns=(2.0, 6.0), edge_load_busy=(0.25, 1.5))  # fmt: skip
     meta = json.loads(res.policy.with_suffix(".json").read_text())
+    assert meta["scenario"]["load"]["busy"] == [0.25, 1.5]  # what the envs trained on
     assert meta["train"]["timesteps"] == 512 and meta["train"]["n_envs"] == 2
     assert meta["scenario"]["episode_steps"] == 100 and meta["scenario"]["deadline_ms"] == 250.0
     assert meta["train"]["edge_slowdowns"] == [2.0, 6.0]

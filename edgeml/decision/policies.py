@@ -415,6 +415,10 @@ def check_trained_for(path: Path, world: World, bundle_sha256: str | None) -> No
         speeds = [float(v) for v in meta.get("train", {}).get("edge_slowdowns") or ()]
         if speeds and min(speeds) <= world.scenario.edge_slowdown <= max(speeds):
             then = replace(then, edge_slowdown=world.scenario.edge_slowdown)  # trained for it
+        busy = [float(v) for v in meta.get("train", {}).get("edge_load_busy") or ()]
+        now = world.scenario.load.busy
+        if len(busy) == 2 and busy[0] <= now[0] <= now[1] <= busy[1]:
+            then = replace(then, load=replace(then.load, busy=now))  # inside the trained range
         diff = scenario_diff(then, world.scenario)
         if diff:
             log.warning(

@@ -68,3 +68,8 @@ class TrainConfig:
     #: so a repeated value gets more of the training; the observation holds the slowdown);
     #: ``()`` trains for the scenario's alone.
     edge_slowdowns: tuple[float, ...] = ()
+    #: Train with the busy regime's edge load drawn from this ``(low, high)`` instead of the
+    #: scenario's ``load.busy``: a machine slower than its bundle's profile shows as a
+    #: steady load above 1 (2.2x slower: 1.2), beyond the default's 1.0; ``()``: the
+    #: scenario's. A policy is not warned about a busy range inside it.
+    edge_load_busy: tuple[float, ...] = ()

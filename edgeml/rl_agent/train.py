@@ -222,7 +222,16 @@ def train_agent(
     slowdowns = tuple(float(v) for v in cfg.edge_slowdowns) or (scenario.edge_slowdown,)
     if any(v < 1.0 for v in slowdowns):
         raise InputError(f"edge_slowdowns: each must be >= 1, got {list(slowdowns)}")
-    scen = {v: replace(scenario, edge_slowdown=v) for v in slowdowns}
+    load = scenario.load
+    if cfg.edge_load_busy:
+        if len(cfg.edge_load_busy) != 2:
+            raise InputError(f"edge_load_busy: (low, high), got {list(cfg.edge_load_busy)}")
+        low, high = (float(v) for v in cfg.edge_load_busy)
+        try:
+            load = replace(load, busy=(low, high))
+        except ValueError as exc:
+            raise InputError(f"edge_load_busy: {exc}") from None
+    scen = {v: replace(scenario, edge_slowdown=v, load=load) for v in slowdowns}
     worlds = {v: World.from_bundle(bundle, sc) for v, sc in scen.items()}
     teacher = cfg.warm_start.teacher
     first = {v: make_policy(teacher, w) for v, w in worlds.items()} if teacher != "none" else None
