@@ -61,3 +61,13 @@ def test_decision_core_is_light(forbidden: str) -> None:
                 assert not n.startswith(("edgeml.runtime", "edgeml.transport", "edgeml.cli")), (
                     f"{path.name} imports {n} (the core must not import upward)"
                 )
+
+
+def test_runtime_modules_stay_small() -> None:
+    """ARCHITECTURE/#14: the runtime is split by concern, no module over about 300 lines."""
+    big = {
+        p.name: n
+        for p in (PKG / "runtime").glob("*.py")
+        if (n := len(p.read_text().splitlines())) > 310
+    }
+    assert not big, f"runtime modules over ~300 lines: {big}"

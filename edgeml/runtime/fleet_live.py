@@ -39,7 +39,6 @@ import logging
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ from edgeml.bundle import Bundle
 from edgeml.decision.cloud import CloudService
 from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
+from edgeml.runtime.fleet_report import format_table, live_metrics, plot_fleet
 
 log = logging.getLogger(__name__)
 
@@ -180,27 +180,6 @@ def _run_round(
     return [[json.loads(line) for line in lp.read_text().splitlines()] for lp in logs]
 
 
-def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Fleet metrics of one policy's live records (rounds pooled): timely accuracy over all
-    inputs, the worst edge's, mean latency, the cloud's mean queue wait over offloads."""
-    recs = [r for edge in per_edge for r in edge]
-    timely = [bool(r["timely"]) for r in recs]
-    per = [float(np.mean([bool(r["timely"]) for r in e])) for e in per_edge if e]
-    cloud = [r["latency_ms"]["cloud_queue"] for r in recs if r["where"] == "cloud"]
-    lat = [r["latency_ms"] for r in recs]
-    ran = [x for x in lat if x["edge_compute"] + x["encode"] > 0]
-    return {
-        "inputs": len(recs),
-        "timely_accuracy": float(np.mean(timely)),
-        "worst_edge_timely_accuracy": min(per),
-        "latency_ms_mean": float(np.mean([r["latency_ms"]["total"] for r in recs])),
-        "cloud_queue_ms_mean": float(np.mean(cloud)) if cloud else 0.0,
-        "offload_rate": float(np.mean([r["where"] == "cloud" for r in recs])),
-        "cpu_load_mean": float(np.mean([r["cpu_load"] for r in recs])),
-        "overrun_rate": float(np.mean([x["slowdown_sleep"] == 0 for x in ran])) if ran else 0.0,
-    }
-
-
 def cloud_slowdown(runs: list[list[dict[str, Any]]], service: CloudService) -> float:
     """How much slower the live server computed than the profile: the ratio of sums of each
     offload's measured batch compute to the profiled time of a batch of its size (rows like
@@ -250,49 +229,6 @@ def simulate(
         "cloud_queue_ms_mean": float(np.mean(rec["cloud_queue_ms"][sent])) if sent.any() else 0.0,
         "offload_rate": float(np.mean(sent)),
     }
-
-
-def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
-    head = (f"{'policy':<14}{'timely':>8}{'sim':>8}{'worst':>7}{'lat ms':>8}{'sim':>8}"
-            f"{'lat m/s':>8}{'queue ms':>9}{'sim':>7}{'offload':>8}{'cpu':>6}")  # fmt: skip
-    lines = [title, head, "-" * len(head)]
-    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["live"]["timely_accuracy"]):
-        m, s = r["live"], r["sim"]
-        ratio = m["latency_ms_mean"] / s["latency_ms_mean"] if s["latency_ms_mean"] else np.nan
-        lines.append(
-            f"{name:<14}{m['timely_accuracy']:>8.4f}{s['timely_accuracy']:>8.4f}"
-            f"{m['worst_edge_timely_accuracy']:>7.3f}{m['latency_ms_mean']:>8.1f}"
-            f"{s['latency_ms_mean']:>8.1f}{ratio:>8.3f}{m['cloud_queue_ms_mean']:>9.2f}"
-            f"{s['cloud_queue_ms_mean']:>7.2f}{m['offload_rate']:>8.3f}{m['cpu_load_mean']:>6.2f}"
-        )
-    return "\n".join(lines)
-
-
-def plot_fleet(runs: dict[str, list[list[dict[str, Any]]]], out: Path, title: str) -> Path:
-    """Cloud queue wait, latency and split over time (all edges, first round) per policy."""
-    from edgeml.rl_agent.plot import pyplot, save_figure
-
-    plt = pyplot()
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    for name, per_edge in runs.items():
-        recs = sorted((r for e in per_edge for r in e), key=lambda r: r["t_unix"])
-        if not recs:
-            continue
-        t0 = recs[0]["t_unix"]
-        t = np.array([r["t_unix"] - t0 for r in recs])
-        q = np.array([r["latency_ms"]["cloud_queue"] for r in recs])
-        lat = np.array([r["latency_ms"]["total"] for r in recs])
-        split = np.array([r["action"]["split"] for r in recs], dtype=float)
-        k = max(len(recs) // 60, 1)  # a moving mean over ~1/60 of the run
-        kern = np.ones(k) / k
-        for ax, y in zip(axes, (q, lat, split), strict=True):
-            ax.plot(t[: len(y) - k + 1], np.convolve(y, kern, "valid"), label=name, lw=1)
-    for ax, label in zip(axes, ("cloud queue ms", "latency ms", "split"), strict=True):
-        ax.set_ylabel(label)
-    axes[0].legend(fontsize=7, ncol=4)
-    axes[-1].set_xlabel("s since the fleet started (first round)")
-    fig.suptitle(textwrap.fill(title, 130), fontsize=9)
-    return save_figure(fig, out, 120)
 
 
 def run_fleet_live(cfg: FleetConfig) -> int:
