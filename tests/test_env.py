@@ -142,6 +142,38 @@ def test_time_advances_by_latency_or_input_period(profiled_bundle: Bundle) -> No
     assert info["latency_ms"] > 100 and env.time_s - t1 == pytest.approx(info["latency_ms"] / 1e3)
 
 
+def test_a_call_overhead_lengthens_offloads_and_what_the_edge_measures(
+    profiled_bundle: Bundle,
+) -> None:
+    """``call_overhead_ms``: each offload takes a drawn overhead longer (exponential, the
+    scenario's mean), a local answer does not, and the edge's throughput sample counts the
+    same overhead (a live edge's estimate subtracts only its ping's RTT)."""
+    mbps, mean, n = 50.0, 3.0, 200
+    runs = {}
+    for o in (0.0, mean):
+        env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(mbps, 600)],
+                           load=NO_LOAD, call_overhead_ms=o, probe_interval_s=1e4)  # fmt: skip
+        env.reset(seed=0)
+        lat, newest = [], []
+        for _ in range(n):
+            obs, _, _, _, sent = env.step(np.array([0, env.n_exits - 1, 0]))
+            assert sent["offloaded"]
+            lat.append(sent["latency_ms"])
+            newest.append(10 ** (2 * float(obs[0])))  # the newest measurement slot
+        local = env.step(np.array([env.n_splits - 1, 0, 0]))[4]
+        runs[o] = np.array(lat), np.array(newest), local["latency_ms"], sent["bytes"]
+    lat0, meas0, local0, nbytes = runs[0.0]
+    lat, meas, local, _ = runs[mean]
+    drawn = lat - lat0
+    assert local == pytest.approx(local0, abs=1e-9)
+    assert np.allclose(meas0, mbps, rtol=1e-4)
+    d_ms = nbytes * 8 / (mbps * 1e6) * 1e3
+    # the overhead each offload took is the one its measurement counted (the next step's obs)
+    assert np.allclose(nbytes * 8 / (meas[:-1] * 1e6) * 1e3 - d_ms, drawn[:-1], atol=1e-3)
+    assert drawn.min() >= 0 and drawn.mean() == pytest.approx(mean, rel=0.25)
+    assert np.percentile(drawn, 90) > 1.8 * mean  # spread, not a constant
+
+
 def test_observation_holds_measured_not_true_bandwidth(profiled_bundle: Bundle) -> None:
     # 10 Mbps for 50 s, then 0.5 Mbps; no probes after the start: the edge cannot know.
     trace = Trace("step_x.csv", np.array([10.0] * 50 + [0.5] * 50))

@@ -107,7 +107,7 @@ def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
     profiled_bundle: Bundle,
 ) -> None:
     from edgeml.decision.cloud import CloudService
-    from edgeml.runtime.fleet_live import cloud_slowdown
+    from edgeml.runtime.fleet_report import cloud_slowdown
 
     service = CloudService.from_profile(profiled_bundle.profile)
     top = service.exits[-1]
@@ -124,6 +124,24 @@ def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
         pytest.approx((3 * one + 1.5 * four) / (one + four))
     )
     assert cloud_slowdown([[local]], service) == 1.0
+
+
+def test_the_fleets_stack_is_its_calls_time_beyond_the_link_and_the_ping() -> None:
+    """stack_of: the median ping RTT the edges measured, and the offloads' mean time beyond
+    the emulated link (uplink plus half the RTT back) less the ping's excess over the RTT."""
+    from edgeml.runtime.fleet_report import stack_of
+
+    def rec(where: str, network: float, uplink: float, rtt_est: float) -> dict:
+        lat = {"network": network, "uplink": uplink}
+        return {"where": where, "latency_ms": lat, "rtt_estimate_ms": rtt_est}
+
+    # link RTT 40: uplink 25 (20 of it propagation), back 20; calls took 3 and 5 ms more
+    runs = [[rec("cloud", 48.0, 25.0, 41.0), rec("edge", 0.0, 0.0, 41.0)],
+            [rec("cloud", 50.0, 25.0, 41.0)]]  # fmt: skip
+    stack = stack_of(runs, 40.0)
+    assert stack.rtt_ms == pytest.approx(41.0)
+    assert stack.call_overhead_ms == pytest.approx((3.0 + 5.0) / 2 - 1.0)
+    assert stack_of([[rec("edge", 0.0, 0.0, 40.0)]], 40.0).call_overhead_ms == 0.0
 
 
 def _netns_allowed() -> bool:

@@ -49,11 +49,6 @@ class BatchingRule:
         if self.max_wait_ms < 0:
             raise InputError(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
 
-    @classmethod
-    def of_server(cls, config: Any) -> BatchingRule:
-        """The rule of a :class:`~edgeml.transport.config.ServerConfig`."""
-        return cls(config.max_batch, config.max_wait_us / 1000.0, config.batch_wait_alone)
-
     @property
     def wait_ms(self) -> float:
         return 0.0 if self.max_batch == 1 else self.max_wait_ms

@@ -95,6 +95,10 @@ class Scenario:
     :param edge_precision: fp32, or int8 (the quantised ONNX blocks, their own profile).
     :param cloud_speedup: how much faster than the profiling machine the cloud computes.
     :param rtt_ms: base round-trip time of the link (assumed by the edge until measured).
+    :param call_overhead_ms: mean per-request time of the RPC stack beyond the link (threads
+        and framing on both sides; simulator, exponential per call): added to every transfer,
+        and so to what the edge measures, as a live edge's estimate only subtracts its ping's
+        RTT. 0: an ideal stack; ``edgeml fleet`` calibrates its simulation from its live runs.
     :param deadline_ms: an answer later than this is a miss; also the offload's deadline.
     :param grace_ms: how long past the deadline the edge still waits for the cloud before it
         answers locally (None: as long as the cheapest local answer takes; 0: give up at the
@@ -123,6 +127,7 @@ class Scenario:
     edge_precision: str = "fp32"
     cloud_speedup: float = 1.0
     rtt_ms: float = 40.0
+    call_overhead_ms: float = 0.0
     deadline_ms: float = 100.0
     grace_ms: float | None = None
     input_rate: float = 10.0
@@ -146,7 +151,7 @@ class Scenario:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and v > 0 and v != float("inf")):
                 raise ValueError(f"{name}: must be > 0 and finite, got {v}")
-        for name in ("rtt_ms", "latency_weight", "latency_cap"):
+        for name in ("rtt_ms", "call_overhead_ms", "latency_weight", "latency_cap"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v < float("inf")):
                 raise ValueError(f"{name}: must be >= 0 and finite, got {v}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -129,8 +128,3 @@ def quantize_blocks(
     for b in m.exits:
         files[head_name(b)] = dict(fp32[head_name(b)])
     return files
-
-
-def variant_summary(section: dict[str, Any]) -> dict[str, int]:
-    """Files per precision in a manifest ``onnx`` section (for logs and the CLI)."""
-    return {p: len(f) for p, f in section.get("variants", {}).items()}

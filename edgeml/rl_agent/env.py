@@ -202,6 +202,10 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._levels = self._stream.levels.tolist()
         self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()
         self._load = background_load(n, rng, sc.input_rate, sc.load).tolist()
+        # its own stream, drawn only with an overhead: the ideal stack's episodes stay as they were
+        self._stack_rng = (
+            np.random.default_rng(int(rng.integers(2**63))) if sc.call_overhead_ms > 0 else None
+        )
         self._step = 0
         self.know = self.world.knowledge()
         self.know.sim = self
@@ -236,13 +240,14 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         if offloaded:
             give_up = self.rule.give_up_ms(s, e, load)
             send_t = self._t + pre / 1000.0
-            budget_s = max(give_up - pre, 0.0) / 1000.0
+            over = self._call_ms()
+            budget_s = max(give_up - pre - over, 0.0) / 1000.0
             d = self.trace.transfer_s(nbytes, send_t, max_s=budget_s)
             p.give_up_ms = give_up
             if math.isfinite(d):
-                self._pending.append((send_t + d, nbytes * 8.0 / max(d, 1e-9) / 1e6))
-                p.arrival_ms = pre + d * 1000.0 + sc.rtt_ms / 2.0
-                p.reply_ms = pre + d * 1000.0 + sc.rtt_ms + self._far[s][e][ti][j]
+                self._pending.append(self._measured(send_t, d, nbytes, over))
+                p.arrival_ms = pre + d * 1000.0 + (sc.rtt_ms + over) / 2.0
+                p.reply_ms = pre + d * 1000.0 + sc.rtt_ms + over + self._far[s][e][ti][j]
             elif budget_s > 0:  # a transfer cut off: the edge learns what it got through
                 self._pending.append((send_t + budget_s, self.trace.mean_mbps(send_t, budget_s)))
         return p
@@ -334,7 +339,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             grace = self.cost.local_finish_ms(0, self.n_exits - 1, self.edge_load)
         horizon = (sc.deadline_ms + grace) / 1e3
         d = self.trace.transfer_s_many(nbytes, starts, max_s=horizon)
-        lat = costs.latency_ms(d * 1000.0, sc.rtt_ms, self.edge_load)
+        lat = costs.latency_ms(d * 1000.0, sc.rtt_ms + sc.call_overhead_ms, self.edge_load)
         if self.cloud_backlog_ms > 0:
             lat = lat + np.where(costs.offloaded, self.cloud_backlog_ms, 0.0)
         return self.rule.apply_to_table(lat, costs.offloaded, self.edge_load)
@@ -353,6 +358,22 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
                 return tr
         raise ValueError(f"trace: {which!r} not among {[t.name for t in self.traces]}")
 
+    def _call_ms(self) -> float:
+        """One call's time in the RPC stack beyond the link: exponential with the scenario's
+        mean (a live fleet's calls spread so, 0.2-2.3x the mean between the deciles), 0 for
+        an ideal stack. The oracle plans with the mean."""
+        if self._stack_rng is None:
+            return 0.0
+        return float(self._stack_rng.exponential(self.scenario.call_overhead_ms))
+
+    def _measured(
+        self, start: float, d: float, nbytes: float, over_ms: float
+    ) -> tuple[float, float]:
+        """``(when, Mbps)`` the edge measures for ``nbytes`` sent at ``start`` that took ``d``
+        s on the link and ``over_ms`` in the stack (counted, as by the live estimator)."""
+        took = d + over_ms / 1000.0
+        return start + took, nbytes * 8.0 / max(took, 1e-9) / 1e6
+
     def _advance_probes(self, now: float) -> None:
         """Launch due probes up to ``now`` and publish every measurement finished by then."""
         sc = self.scenario
@@ -362,7 +383,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
                 budget = sc.probe_timeout_s
                 d = self.trace.transfer_s(sc.probe_bytes, tp, max_s=budget)
                 if math.isfinite(d):
-                    self._pending.append((tp + d, sc.probe_bytes * 8.0 / max(d, 1e-9) / 1e6))
+                    self._pending.append(self._measured(tp, d, sc.probe_bytes, self._call_ms()))
                 else:
                     self._pending.append((tp + budget, self.trace.mean_mbps(tp, budget)))
                 self._last_meas_t = tp  # a probe in flight counts: no second one

@@ -117,7 +117,8 @@ def add_edge_args(p: argparse.ArgumentParser) -> None:
         default=Scenario.input_rate,
         help="inputs per second (0: flat out; the scenario's input_rate)",
     )
-    add_scenario_flags(p, skip=(*SOURCE_FIELDS, "input_rate"))
+    # a live edge pays its own stack's call overhead: nothing to set
+    add_scenario_flags(p, skip=(*SOURCE_FIELDS, "input_rate", "call_overhead_ms"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     p.add_argument(
         "--no-malloc-tuning",

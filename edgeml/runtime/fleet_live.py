@@ -13,7 +13,8 @@ What it does:
    their JSONL logs;
 4. plays the same fleet in the simulator (:func:`~edgeml.rl_agent.evaluate.run_fleet`: the
    same traces, offsets and edge count, no background edge load, the bundle's cloud batch
-   times scaled by the cloud speed measured in the live runs, :func:`cloud_slowdown`)
+   times scaled by the cloud speed measured in the live runs, :func:`~.fleet_report.cloud_slowdown`,
+   and the RTT and per-call overhead the live edges' calls had, :func:`~.fleet_report.stack_of`)
    per policy;
 5. prints a table of fleet timely accuracy (all edges' inputs pooled over rounds), the
    worst edge's, mean latency and cloud queue wait, measured and simulated, and writes the
@@ -40,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,14 @@ from edgeml.bundle import Bundle
 from edgeml.decision.cloud import CloudService
 from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
-from edgeml.runtime.fleet_report import format_table, live_metrics, plot_fleet
+from edgeml.runtime.fleet_report import (
+    Stack,
+    cloud_slowdown,
+    format_table,
+    live_metrics,
+    plot_fleet,
+    stack_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,25 +188,14 @@ def _run_round(
     return [[json.loads(line) for line in lp.read_text().splitlines()] for lp in logs]
 
 
-def cloud_slowdown(runs: list[list[dict[str, Any]]], service: CloudService) -> float:
-    """How much slower the live server computed than the profile: the ratio of sums of each
-    offload's measured batch compute to the profiled time of a batch of its size (rows like
-    its own) over ``runs`` (every policy's, pooled). 1.0 without offloads."""
-    measured = profiled = 0.0
-    for r in (r for edge in runs for r in edge if r["where"] == "cloud" and r["cloud_batch"]):
-        rows = [(int(r["answer"]["exit_block"]), r["action"]["tau"] < 1.0)] * int(r["cloud_batch"])
-        measured += r["latency_ms"]["cloud_compute"]
-        profiled += service.batch_ms(int(r["action"]["split"]), rows)
-    return measured / profiled if profiled > 0 else 1.0
-
-
 def simulate(
     cfg: FleetConfig, bundle: Bundle, policy: str, edges: list[tuple[Path, float, int]],
-    cloud_slow: float = 1.0,
+    cloud_slow: float = 1.0, stack: Stack | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The same fleet in the simulator (:func:`edgeml.rl_agent.evaluate.run_fleet`, the one
-    fleet player), its cloud ``cloud_slow`` x slower than profiled and no background load on
-    the edges (paced to the profile): its fleet metrics, as :func:`live_metrics` reports the
+    fleet player), its cloud ``cloud_slow`` x slower than profiled, its link's RTT and call
+    overhead ``stack`` (None: the link's RTT, an ideal stack) and no background load on the
+    edges (paced to the profile): its fleet metrics, as :func:`live_metrics` reports the
     live ones."""
     from edgeml.decision.cloud import BatchingRule
     from edgeml.decision.policies import make_policy
@@ -207,9 +204,11 @@ def simulate(
     from edgeml.rl_agent.evaluate import Episode, fleet_metrics, run_fleet
     from edgeml.rl_agent.traces import family_of, load_traces
 
+    stack = stack or Stack(cfg.rtt_ms, 0.0)
     sc = replace(
         Scenario(), deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
-        rtt_ms=cfg.rtt_ms, codec=cfg.codec, input_rate=cfg.rate, episode_steps=cfg.inputs,
+        rtt_ms=stack.rtt_ms, call_overhead_ms=stack.call_overhead_ms, codec=cfg.codec,
+        input_rate=cfg.rate, episode_steps=cfg.inputs,
         load=LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0),
     )  # fmt: skip
     traces = load_traces(sorted({str(t) for t, _, _ in edges}))
@@ -273,21 +272,23 @@ def run_fleet_live(cfg: FleetConfig) -> int:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-    slow = cloud_slowdown(
-        [e for n in names for e in runs[n]], CloudService.from_profile(bundle.profile)
-    )
+    pooled = [e for n in names for e in runs[n]]
+    slow = cloud_slowdown(pooled, CloudService.from_profile(bundle.profile))
+    stack = stack_of(pooled, cfg.rtt_ms)
     results = {n: {"live": live_metrics(runs[n]),
-                   "sim": simulate(cfg, bundle, spec[n], edges, slow)} for n in names}  # fmt: skip
+                   "sim": simulate(cfg, bundle, spec[n], edges, slow, stack)}
+               for n in names}  # fmt: skip
     title = (f"edgeml fleet: {cfg.edges} edges, {cfg.rounds} rounds x {cfg.inputs} inputs/edge,"
              f" deadline {cfg.deadline_ms:g} ms, edge x{cfg.edge_slowdown:g} (paced to the "
-             f"profile); sim = the same fleet in the simulator, cloud x{slow:.2f} the profile "
-             "as measured live")  # fmt: skip
+             f"profile); sim = the same fleet in the simulator, as measured live: cloud "
+             f"x{slow:.2f} the profile, RTT {stack.rtt_ms:.1f} ms, call overhead "
+             f"{stack.call_overhead_ms:.1f} ms")  # fmt: skip
     print(format_table(results, title))
     png = plot_fleet(first, out / "fleet.png", title)
     report = {
         "config": cfg.as_dict(), "policy": policy, "policy_origin": origin,
         "edges": [{"trace": str(t), "offset_s": o, "seed": s} for t, o, s in edges],
-        "cloud_slowdown": round(slow, 4), "results": results,
+        "cloud_slowdown": round(slow, 4), "stack": asdict(stack), "results": results,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
     (out / "fleet.json").write_text(json.dumps(report, indent=2) + "\n")
