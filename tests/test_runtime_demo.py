@@ -17,6 +17,7 @@ import pytest
 from edgeml.bundle import Bundle
 from edgeml.decision.policies import World
 from edgeml.decision.scenario import Scenario
+from edgeml.partition.cost import CostModel
 from edgeml.runtime.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,7 @@ def test_demo_runs_policies_on_the_same_inputs(profiled_bundle: Bundle, tmp_path
     out = tmp_path / "out"
     report = json.loads((out / "demo.json").read_text())
     assert set(report["results"]) == {"ppo", "edge_only", "cloud_only"}
+    assert report["config"]["pace"] == "profile" and report["cloud_slowdown"] > 0
     for name, r in report["results"].items():
         assert r["inputs"] == 12 and r["edge_slowdown"] == 2.0
         assert "predicted_latency_ms_mean" in r or name == "cloud_only"
@@ -107,7 +109,7 @@ def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
     profiled_bundle: Bundle,
 ) -> None:
     from edgeml.decision.cloud import CloudService
-    from edgeml.runtime.fleet_report import cloud_slowdown
+    from edgeml.runtime.calibration import batch_time, cloud_slowdown, single_time
 
     service = CloudService.from_profile(profiled_bundle.profile)
     top = service.exits[-1]
@@ -120,16 +122,25 @@ def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
 
     one, four = (service.batch_ms(0, [(top, False)] * b) for b in (1, 4))
     local = {"where": "edge", "cloud_batch": None}
-    assert cloud_slowdown([[sent(1, 3 * one), local], [sent(4, 1.5 * four)]], service) == (
+    by_batch = batch_time(service)
+    assert cloud_slowdown([[sent(1, 3 * one), local], [sent(4, 1.5 * four)]], by_batch) == (
         pytest.approx((3 * one + 1.5 * four) / (one + four))
     )
-    assert cloud_slowdown([[local]], service) == 1.0
+    assert cloud_slowdown([[local]], by_batch) == 1.0
+    # A single edge's prediction scales the cost model's cloud time, so it is measured
+    # against that (batch 1 there need not be the cloud-side profile's batch 1).
+    cost = CostModel.from_bundle(profiled_bundle)
+    last = len(cost.exits) - 1
+    rec = {**sent(1, 2.0), "answer": {"exit_block": top, "exit_index": last},
+           "action": {"split": 0, "exit": last, "tau": 1.0, "codec": cost.codecs[0]}}  # fmt: skip
+    single = cost.breakdown(0, last, last, True, cost.codecs[0]).cloud_ms
+    assert cloud_slowdown([[rec]], single_time(cost)) == pytest.approx(2.0 / single)
 
 
 def test_the_fleets_stack_is_its_calls_time_beyond_the_link_and_the_ping() -> None:
     """stack_of: the median ping RTT the edges measured, and the offloads' mean time beyond
     the emulated link (uplink plus half the RTT back) less the ping's excess over the RTT."""
-    from edgeml.runtime.fleet_report import stack_of
+    from edgeml.runtime.calibration import stack_of
 
     def rec(where: str, network: float, uplink: float, rtt_est: float) -> dict:
         lat = {"network": network, "uplink": uplink}

@@ -342,3 +342,32 @@ def test_live_prediction_of_an_offload_and_of_its_fallback() -> None:
     late = predict_latency_ms(rec, cost, slow, 0.0, 40.0)
     assert late == pytest.approx(give_up + cost.local_finish_ms(2, k, 0.0))
     assert late < 1e3  # not the 88 s the transfer would take at 10 kbps
+
+
+def test_live_prediction_takes_this_machines_cloud_and_the_edges_pace() -> None:
+    """The live cloud is this machine: its measured slowdown scales the cloud's compute in
+    the prediction, not the edge's. A calibrated prediction takes the edge speed the daemon
+    measured only where that speed paced it: a profile-paced edge ran at its profile."""
+    from edgeml.assets import default_bundle
+    from edgeml.decision.policies import World
+    from edgeml.decision.scenario import Scenario
+    from edgeml.runtime.compare import predict_latency_ms
+
+    bundle = Bundle.load(default_bundle(), weights=False)
+    cost = World.from_bundle(bundle, Scenario()).cost
+    rec = {"action": {"split": 2, "exit": 3, "tau": 1.0, "codec": "int8"}, "where": "cloud",
+           "answer": {"exit_index": 3}, "edge_load": 0.0, "deadline_ms": 100.0,
+           "fallback_reason": None, "edge_runtime": cost.edge_runtime,
+           "edge_speed": 1.5, "cloud_speed": 2.0}  # fmt: skip
+    b = cost.breakdown(2, 3, 3, True, "int8")
+    fast = Trace("fam_fast", np.full(60, 80.0))
+    base = predict_latency_ms(rec, cost, fast, 0.0, 40.0)
+    slower = predict_latency_ms(rec, cost, fast, 0.0, 40.0, cloud_slow=2.5)
+    assert base is not None and slower is not None
+    assert slower - base == pytest.approx(1.5 * (b.decode_ms + b.cloud_ms), rel=1e-6)
+    measured = predict_latency_ms(rec, cost, fast, 0.0, 40.0, measured_speed=True)
+    profile = predict_latency_ms(rec, cost, fast, 0.0, 40.0, measured_speed=True, pace="profile")
+    assert measured is not None and profile is not None
+    # the same transfer (the tensor leaves later when the edge is slower; 80 Mbps is flat)
+    assert measured - profile == pytest.approx(0.5 * (b.edge_ms + b.encode_ms), rel=1e-6)
+    assert profile - base == pytest.approx(b.decode_ms + b.cloud_ms, rel=1e-6)

@@ -175,6 +175,13 @@ def _add_live_run_args(p: argparse.ArgumentParser, inputs_help: str, out: str) -
     p.add_argument("--inputs", type=int, default=300, help=inputs_help)
     p.add_argument("--out", default=out, help="directory for logs, JSON and PNG")
     p.add_argument("--seed", type=int, default=0, help="input stream seed")
+    p.add_argument(
+        "--pace",
+        choices=PACES,
+        default="profile",
+        help="each edge takes edge slowdown x its profile, whatever this machine is (profile), "
+        "or x what it measured here, so this machine's speed and load slow it too (measured)",
+    )
     add_scenario_flags(p, skip=SOURCE_FIELDS)
 
 
@@ -186,6 +193,7 @@ def _live_run_fields(args: argparse.Namespace) -> dict[str, Any]:
         "baselines": tuple(b for b in args.baselines.split(",") if b), "inputs": args.inputs,
         "rate": sc.input_rate, "deadline_ms": sc.deadline_ms, "edge_slowdown": sc.edge_slowdown,
         "rtt_ms": sc.rtt_ms, "codec": sc.codec, "out": args.out, "seed": args.seed,
+        "pace": args.pace,
     }  # fmt: skip
 
 

@@ -12,13 +12,21 @@ as in the env and the daemon: past the deadline plus a grace the edge answers lo
 the prediction is that point plus the local answer's cost. Inputs that fell back because
 the cloud was unreachable or failed have no prediction (the simulator has no such event).
 
+The cloud of a live run is this machine, which need not be the profile's: the prediction
+scales the cloud's compute by :func:`~.calibration.cloud_slowdown`, how much slower than the
+cost model the server computed over every policy's offloads of the run (one number for the
+machine, as ``edgeml fleet`` tells its simulation), and every offload pays the RPC stack's
+RTT and mean time beyond the link (:func:`~.calibration.stack_of`). An edge paced to the profile
+(``--pace profile``, the demo's default) takes its profile's time by construction, so what
+such a run checks is the link, the cloud and the outcome rule; a measured-paced edge also
+checks the cost model and the load the daemon measured.
+
 A second, calibrated prediction replaces the profile's compute speeds by those the edge had
 measured on the inputs before (``edge_speed``/``cloud_speed`` in its log): it separates
 "the link and the model of the action are right" from "this machine computed slower than
-its profile" (here mostly because a core that sleeps between inputs, as the emulated edge
-does, runs the next one with cold caches, 20-50% slower than the profile's back-to-back
-loop). Since the daemon's edge load includes that measured slowness, the two now differ
-mainly in the cloud's speed.
+its profile" (a core that sleeps between inputs, as the emulated edge does, runs the next
+one with cold caches, 20-50% slower than the profile's back-to-back loop). A profile-paced
+edge keeps its profile's speed there too.
 """
 
 from __future__ import annotations
@@ -43,7 +51,6 @@ __all__ = [
     "predict_latency_ms",
     "predictions",
     "summarize",
-    "summarize_with_predictions",
 ]
 
 
@@ -55,13 +62,20 @@ def predict_latency_ms(
     rtt_ms: float,
     grace: float | None = None,
     measured_speed: bool = False,
+    cloud_slow: float = 1.0,
+    pace: str = "measured",
+    call_ms: float = 0.0,
 ) -> float | None:
     """The simulator's latency for one logged input (None where it has no counterpart).
 
     ``grace`` is the daemon's ``grace_ms`` (None: its default, the cheapest local answer at
-    the logged edge load). ``measured_speed`` replaces the profile's compute speed (and the
-    edge load) by the speeds the edge had measured before this input (``edge_speed``,
-    ``cloud_speed`` of the log): the same model, told how fast the machines really ran.
+    the logged edge load). ``cloud_slow`` scales the cloud's profiled compute (the run's
+    :func:`~.calibration.cloud_slowdown`); ``call_ms`` is each offload's time in the RPC
+    stack beyond the link (:class:`~.calibration.Stack`). ``measured_speed`` replaces the
+    profile's compute speeds (and the edge load) by the speeds the edge had measured before
+    this input (``edge_speed``, ``cloud_speed`` of the log): the same model, told how fast
+    the machines really ran; an edge of ``pace`` ``"profile"`` ran at its profile whatever
+    it measured.
     """
     a = rec["action"]
     if a is None:  # an input the edge could not use: nothing to predict
@@ -75,9 +89,10 @@ def predict_latency_ms(
     s, e, tau = int(a["split"]), int(a["exit"]), float(a["tau"])
     one = tau >= 1.0
     edge_load = float(rec["edge_load"])  # the load the daemon used
-    load, fe, fc = edge_load, 1.0, 1.0
+    load, fe, fc = edge_load, 1.0, cloud_slow
     if measured_speed:
-        load, fe, fc = 0.0, float(rec.get("edge_speed", 1.0)), float(rec.get("cloud_speed", 1.0))
+        load, fc = 0.0, float(rec.get("cloud_speed", 1.0))
+        fe = float(rec.get("edge_speed", 1.0)) if pace == "measured" else 1.0
     where = rec["where"]
     if where == "fallback" and rec["fallback_reason"] != "deadline":
         return None
@@ -87,7 +102,7 @@ def predict_latency_ms(
         return b.edge_ms * fe
     pre = (b.edge_ms + b.encode_ms) * fe
     d = trace.transfer_s(b.bytes, trace_s + pre / 1e3)
-    latency = pre + d * 1e3 + rtt_ms + (b.decode_ms + b.cloud_ms) * fc
+    latency = pre + d * 1e3 + rtt_ms + call_ms + (b.decode_ms + b.cloud_ms) * fc
     rule = OutcomeRule(cost, Scenario(deadline_ms=float(rec["deadline_ms"]), grace_ms=grace))
     give_up = rule.give_up_ms(s, e, edge_load)  # what the daemon computed
     if latency > give_up:  # the daemon stops waiting and answers locally
@@ -145,23 +160,19 @@ def predictions(
     trace: Trace,
     trace_times: Sequence[float],
     rtt_ms: float,
+    cloud_slow: float = 1.0,
+    pace: str = "measured",
+    call_ms: float = 0.0,
 ) -> tuple[list[float | None], list[float | None]]:
-    """Both predictions (profile, calibrated) of every input, each at its trace time."""
+    """Both predictions (profile, calibrated) of every input, each at its trace time; both
+    pay the stack's ``call_ms``, the first the cloud's ``cloud_slow``, the second the cloud
+    speed the edge measured."""
     timed = list(zip(records, trace_times, strict=True))
-    pred = [predict_latency_ms(r, cost, trace, ts, rtt_ms) for r, ts in timed]
-    cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True) for r, ts in timed]
+    pred = [predict_latency_ms(r, cost, trace, ts, rtt_ms, cloud_slow=cloud_slow,
+                               call_ms=call_ms) for r, ts in timed]  # fmt: skip
+    cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True, pace=pace,
+                              call_ms=call_ms) for r, ts in timed]  # fmt: skip
     return pred, cal
-
-
-def summarize_with_predictions(
-    records: Sequence[Mapping[str, Any]],
-    cost: CostModel,
-    trace: Trace,
-    trace_times: Sequence[float],
-    rtt_ms: float,
-) -> dict[str, Any]:
-    """:func:`summarize` with both predictions of every input, each at its trace time."""
-    return summarize(records, *predictions(records, cost, trace, trace_times, rtt_ms))
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:

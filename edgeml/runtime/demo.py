@@ -72,6 +72,8 @@ class LiveConfig:
     codec: str = Scenario.codec
     out: str = "demo-out"
     seed: int = 0
+    # the edge at slowdown x its profile (a device of its own), not x this machine's speed
+    pace: str = "profile"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples as lists), for the report."""
@@ -197,7 +199,9 @@ def run_demo(cfg: DemoConfig) -> int:
     import torch
 
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.compare import format_table, plot_runs, summarize_with_predictions
+    from edgeml.runtime.calibration import cloud_slowdown, single_time, stack_of
+    from edgeml.runtime.compare import format_table, plot_runs, predictions
+    from edgeml.runtime.compare import summarize as summarize_run
     from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
     from edgeml.runtime.sources import default_source
     from edgeml.transport.server import OffloadServer, ServerConfig
@@ -235,7 +239,7 @@ def run_demo(cfg: DemoConfig) -> int:
                 rate=cfg.rate, deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
                 codec=cfg.codec, log=log_path, max_inputs=cfg.inputs, rtt_ms=cfg.rtt_ms,
                 link_trace=trace_path, link_offset_s=offset, link_rtt_ms=cfg.rtt_ms, run=name,
-                seed=cfg.seed,
+                seed=cfg.seed, pace=cfg.pace,
             )  # fmt: skip
             daemon = EdgeDaemon(ecfg, bundle=bundle)
             daemon.check_cloud()
@@ -251,18 +255,25 @@ def run_demo(cfg: DemoConfig) -> int:
                 print(f"  {name}: time share of {share:.0f} s used up after {summary.inputs} "
                       f"inputs (a loaded machine slows the emulated edge {cfg.edge_slowdown:g}x "
                       "over)", flush=True)  # fmt: skip
-            recs = [json.loads(line) for line in log_path.read_text().splitlines()]
-            runs[name] = recs
-            times = [r["trace_s"] for r in recs]
-            results[name] = summarize_with_predictions(recs, cost, trace, times, cfg.rtt_ms)
+            runs[name] = [json.loads(line) for line in log_path.read_text().splitlines()]
             print(f"  {summary.report()} [{time.perf_counter() - t0:.0f} s]", flush=True)
     finally:
         server.stop(0)
+    slow = cloud_slowdown(list(runs.values()), single_time(cost))
+    stack = stack_of(list(runs.values()), cfg.rtt_ms)
+    for name, recs in runs.items():
+        times = [r["trace_s"] for r in recs]
+        pred, cal = predictions(
+            recs, cost, trace, times, stack.rtt_ms, slow, cfg.pace, stack.call_overhead_ms
+        )
+        results[name] = summarize_run(recs, pred, cal)
     table = format_table(
         results,
         f"edgeml demo: {trace_path.name}, {cfg.inputs} inputs/policy, deadline "
-        f"{cfg.deadline_ms:g} ms, edge slowdown x{cfg.edge_slowdown:g}; sim = simulator (profile, "
-        "edge load), cal = simulator told the compute speeds the edge measured before each input",
+        f"{cfg.deadline_ms:g} ms, edge slowdown x{cfg.edge_slowdown:g} ({cfg.pace}-paced); sim = "
+        f"simulator (profile, edge load, this machine's cloud x{slow:.2f} the profile, "
+        f"RTT {stack.rtt_ms:.1f} + {stack.call_overhead_ms:.1f} ms per call), cal = "
+        "simulator told the compute speeds the edge measured before each input",
     )
     print(table)
     png = plot_runs(
@@ -273,7 +284,8 @@ def run_demo(cfg: DemoConfig) -> int:
     report = {
         "config": cfg.as_dict(),
         "bundle": str(bundle.path), "policy": policy, "policy_origin": policy_origin,
-        "trace": str(trace_path), "results": results,
+        "trace": str(trace_path), "cloud_slowdown": round(slow, 4),
+        "stack": asdict(stack), "results": results,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
     (out / "demo.json").write_text(json.dumps(report, indent=2) + "\n")

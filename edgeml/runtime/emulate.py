@@ -115,6 +115,7 @@ def child_env() -> dict[str, str]:
 def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
     from edgeml.rl_agent.traces import load_trace
+    from edgeml.runtime.calibration import cloud_slowdown, single_time, stack_of
     from edgeml.runtime.compare import format_table, plot_runs, predictions, summarize
     from edgeml.runtime.demo import daemon_cost, load_bundle, resolve_policy
     from edgeml.runtime.sources import default_source
@@ -165,11 +166,8 @@ def run_emulate(cfg: EmulateConfig) -> int:
             tdir = out / trace_path.stem
             tdir.mkdir(parents=True, exist_ok=True)
             names = ["ppo", *cfg.baselines]
-            # Per policy, every round's records with their two predictions, pooled.
-            pooled: dict[str, tuple[list[Any], list[float | None], list[float | None]]] = {
-                n: ([], [], []) for n in names
-            }
-            per_round: dict[str, list[float | None]] = {n: [] for n in names}
+            # Per policy, every round's records and their trace times.
+            done: dict[str, list[tuple[list[dict[str, Any]], list[float]]]] = {n: [] for n in names}
             for k in range(cfg.repeats):
                 for name in names[k % len(names) :] + names[: k % len(names)]:
                     stem = name if cfg.repeats == 1 else f"{name}.r{k}"
@@ -179,26 +177,37 @@ def run_emulate(cfg: EmulateConfig) -> int:
                     )  # fmt: skip
                     if k == 0:
                         runs[name], times[name] = recs, tts
-                    pred, cal = predictions(recs, cost, trace, tts, cfg.rtt_ms)
-                    pooled[name][0].extend(recs)
-                    pooled[name][1].extend(pred)
-                    pooled[name][2].extend(cal)
-                    r = summarize(recs, pred, cal)
-                    per_round[name].append(r["timely_accuracy"])
-                    sim = r.get("predicted_latency_ms_mean") or 0.0
+                    done[name].append((recs, tts))
+                    r = summarize(recs)
                     tag = f" (round {k + 1})" if cfg.repeats > 1 else ""
                     print(
                         f"  {trace_path.name} {name}{tag}: timely acc {r['timely_accuracy']}, "
-                        f"mean {r['latency_ms_mean']:.1f} ms (sim {sim:.1f})",
+                        f"mean {r['latency_ms_mean']:.1f} ms",
                         flush=True,
                     )
+            every = [rs for n in names for rs, _ in done[n]]
+            slow, stack = cloud_slowdown(every, single_time(cost)), stack_of(every, cfg.rtt_ms)
             for name in names:
-                results[name] = summarize(*pooled[name])
+                recs, pred, cal = [], [], []
+                for rs, tts in done[name]:
+                    got = predictions(
+                        rs, cost, trace, tts, stack.rtt_ms, slow, cfg.pace, stack.call_overhead_ms
+                    )
+                    recs += rs
+                    pred += got[0]
+                    cal += got[1]
+                results[name] = summarize(recs, pred, cal)
                 results[name]["repeats"] = cfg.repeats
-                results[name]["timely_accuracy_per_round"] = per_round[name]
+                results[name]["timely_accuracy_per_round"] = [
+                    summarize(rs)["timely_accuracy"] for rs, _ in done[name]
+                ]
+                results[name]["cloud_slowdown"] = round(slow, 4)
+                results[name]["call_overhead_ms"] = stack.call_overhead_ms
             title = (
-                f"edgeml emulate: {trace_path.name} (kernel tbf, edge x{cfg.edge_slowdown:g}"
-                f"{f', {cfg.repeats} rounds pooled' if cfg.repeats > 1 else ''}); "
+                f"edgeml emulate: {trace_path.name} (kernel tbf, edge x{cfg.edge_slowdown:g} "
+                f"{cfg.pace}-paced{f', {cfg.repeats} rounds pooled' if cfg.repeats > 1 else ''}); "
+                f"sim with this machine's cloud x{slow:.2f} the profile and "
+                f"{stack.call_overhead_ms:.1f} ms per call beyond the link; "
                 "cal = simulator told the compute speeds measured before each input"
             )
             print(format_table(results, title), flush=True)
@@ -251,7 +260,7 @@ def _run_policy(
         "--edge-slowdown", str(cfg.edge_slowdown), "--codec", cfg.codec,
         "--max-inputs", str(cfg.inputs), "--rtt-ms", str(cfg.rtt_ms),
         "--link-rtt-ms", str(cfg.rtt_ms), "--log", str(log_path), "--run", name,
-        "--seed", str(cfg.seed), "--ready-file", str(ready),
+        "--seed", str(cfg.seed), "--ready-file", str(ready), "--pace", cfg.pace,
     ]  # fmt: skip
     shaper = Shaper(net, trace, cfg.offset_s)
     net.set_rate(trace.mbps_at(cfg.offset_s))

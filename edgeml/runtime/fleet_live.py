@@ -13,8 +13,8 @@ What it does:
    their JSONL logs;
 4. plays the same fleet in the simulator (:func:`~edgeml.rl_agent.evaluate.run_fleet`: the
    same traces, offsets and edge count, no background edge load, the bundle's cloud batch
-   times scaled by the cloud speed measured in the live runs, :func:`~.fleet_report.cloud_slowdown`,
-   and the RTT and per-call overhead the live edges' calls had, :func:`~.fleet_report.stack_of`)
+   times scaled by the cloud speed measured in the live runs, :func:`~.calibration.cloud_slowdown`,
+   and the RTT and per-call overhead the live edges' calls had, :func:`~.calibration.stack_of`)
    per policy;
 5. prints a table of fleet timely accuracy (all edges' inputs pooled over rounds), the
    worst edge's, mean latency and cloud queue wait, measured and simulated, and writes the
@@ -49,15 +49,13 @@ import numpy as np
 
 from edgeml.bundle import Bundle
 from edgeml.decision.cloud import CloudService
+from edgeml.runtime.calibration import Stack, batch_time, cloud_slowdown, stack_of
 from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
 from edgeml.runtime.fleet_report import (
-    Stack,
-    cloud_slowdown,
     format_table,
     live_metrics,
     plot_fleet,
-    stack_of,
 )
 
 log = logging.getLogger(__name__)
@@ -150,7 +148,7 @@ def _run_round(
                 "--cloud", f"127.0.0.1:{port}", "--policy", policy,
                 "--source", f"{source}:{seed}", "--rate", str(cfg.rate),
                 "--deadline-ms", str(cfg.deadline_ms), "--edge-slowdown", str(cfg.edge_slowdown),
-                "--pace", "profile",
+                "--pace", cfg.pace,
                 "--codec", cfg.codec, "--max-inputs", str(cfg.inputs), "--rtt-ms", str(cfg.rtt_ms),
                 "--link-trace", str(trace), "--link-offset-s", str(offset),
                 "--link-rtt-ms", str(cfg.rtt_ms), "--log", str(log_path), "--run", name,
@@ -273,7 +271,7 @@ def run_fleet_live(cfg: FleetConfig) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
     pooled = [e for n in names for e in runs[n]]
-    slow = cloud_slowdown(pooled, CloudService.from_profile(bundle.profile))
+    slow = cloud_slowdown(pooled, batch_time(CloudService.from_profile(bundle.profile)))
     stack = stack_of(pooled, cfg.rtt_ms)
     results = {n: {"live": live_metrics(runs[n]),
                    "sim": simulate(cfg, bundle, spec[n], edges, slow, stack)}

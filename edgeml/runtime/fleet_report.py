@@ -1,20 +1,15 @@
-"""What a live fleet run (``edgeml fleet``) measured and reports: its metrics per policy, how
-fast its cloud and its RPC stack really were (the simulation of the same fleet is told), the
+"""What a live fleet run (``edgeml fleet``) measured and reports: its metrics per policy, the
 table of measured against simulated, and the PNG of cloud queue, latency and decisions."""
 
 from __future__ import annotations
 
-import statistics
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeml.decision.cloud import CloudService
-
-__all__ = ["Stack", "cloud_slowdown", "format_table", "live_metrics", "plot_fleet", "stack_of"]
+__all__ = ["format_table", "live_metrics", "plot_fleet"]
 
 
 def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -36,46 +31,6 @@ def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
         "cpu_load_mean": float(np.mean([r["cpu_load"] for r in recs])),
         "overrun_rate": float(np.mean([x["slowdown_sleep"] == 0 for x in ran])) if ran else 0.0,
     }
-
-
-def cloud_slowdown(runs: list[list[dict[str, Any]]], service: CloudService) -> float:
-    """How much slower the live server computed than the profile: the ratio of sums of each
-    offload's measured batch compute to the profiled time of a batch of its size (rows like
-    its own) over ``runs`` (every policy's, pooled). 1.0 without offloads."""
-    measured = profiled = 0.0
-    for r in (r for edge in runs for r in edge if r["where"] == "cloud" and r["cloud_batch"]):
-        rows = [(int(r["answer"]["exit_block"]), r["action"]["tau"] < 1.0)] * int(r["cloud_batch"])
-        measured += r["latency_ms"]["cloud_compute"]
-        profiled += service.batch_ms(int(r["action"]["split"]), rows)
-    return measured / profiled if profiled > 0 else 1.0
-
-
-@dataclass(frozen=True)
-class Stack:
-    """The live RPC stack as the simulator takes it (:func:`stack_of`): the RTT the edges'
-    pings measured and each call's mean time beyond the emulated link and that RTT."""
-
-    rtt_ms: float
-    call_overhead_ms: float
-
-
-def stack_of(runs: list[list[dict[str, Any]]], link_rtt_ms: float) -> Stack:
-    """The stack of the live ``runs`` (every policy's, pooled) on a link of ``link_rtt_ms``:
-    the median ping RTT the edges measured (``rtt_estimate_ms``), and the mean over offloads
-    of ``network - uplink - RTT/2`` (the call's time outside the emulated link) less the
-    ping's own excess over the link's RTT. With 8 edges on two cores the calls took 3-4 ms
-    more than the link, which a live edge counts against its bandwidth and the simulator's,
-    measuring exactly, did not; so the simulated fleet offloaded more than the live one."""
-    recs = [r for edge in runs for r in edge]
-    rtts = [float(r["rtt_estimate_ms"]) for r in recs if r.get("rtt_estimate_ms") is not None]
-    rtt = statistics.median(rtts) if rtts else link_rtt_ms
-    over = [
-        r["latency_ms"]["network"] - r["latency_ms"]["uplink"] - link_rtt_ms / 2.0
-        for r in recs
-        if r["where"] == "cloud" and r["latency_ms"]["uplink"] > 0
-    ]
-    call = max(statistics.fmean(over) - (rtt - link_rtt_ms), 0.0) if over else 0.0
-    return Stack(round(rtt, 3), round(call, 3))
 
 
 def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
