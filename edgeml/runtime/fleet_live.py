@@ -9,8 +9,9 @@ What it does:
    one every round): starts N ``edgeml edge`` processes, each with its own trace emulated in
    user space (bytes paced by the trace, plus RTT) and paced to the profile (``--pace
    profile``: each edge takes ``edge_slowdown`` x its profiled compute, as a device with a
-   core of its own would), waits until all are ready and lets them go at once, and collects
-   their JSONL logs;
+   core of its own would; ``--pace measured`` lets this machine's contention slow them too,
+   which the simulated fleet does not model), waits until all are ready and lets them go at
+   once, and collects their JSONL logs;
 4. plays the same fleet in the simulator (:func:`~edgeml.rl_agent.evaluate.run_fleet`: the
    same traces, offsets and edge count, no background edge load, the bundle's cloud batch
    times scaled by the cloud speed measured in the live runs, :func:`~.calibration.cloud_slowdown`,
