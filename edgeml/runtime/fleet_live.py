@@ -278,8 +278,8 @@ def run_fleet_live(cfg: FleetConfig) -> int:
                    "sim": simulate(cfg, bundle, spec[n], edges, slow, stack)}
                for n in names}  # fmt: skip
     title = (f"edgeml fleet: {cfg.edges} edges, {cfg.rounds} rounds x {cfg.inputs} inputs/edge,"
-             f" deadline {cfg.deadline_ms:g} ms, edge x{cfg.edge_slowdown:g} (paced to the "
-             f"profile); sim = the same fleet in the simulator, as measured live: cloud "
+             f" deadline {cfg.deadline_ms:g} ms, edge x{cfg.edge_slowdown:g} ({cfg.pace}-"
+             f"paced); sim = the same fleet in the simulator, as measured live: cloud "
              f"x{slow:.2f} the profile, RTT {stack.rtt_ms:.1f} ms, call overhead "
              f"{stack.call_overhead_ms:.1f} ms")  # fmt: skip
     print(format_table(results, title))
