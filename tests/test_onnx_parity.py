@@ -133,3 +133,16 @@ def test_int8_of_a_user_dataset_needs_the_build(exported: Bundle, tmp_path) -> N
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(InputError, match=r"--onnx fp32,int8"):
         export_onnx(path, ("fp32", "int8"))
+
+
+def test_the_profile_times_each_onnx_edges_own_offload_path(exported: Bundle) -> None:
+    """Every ONNX variant's profile carries the fixed cost of its own split-0 offload path,
+    (the cost model's pick of it: test_profiler_cost)."""
+    from edgeml.partition.edge_profile import edge_runtime_timings
+
+    x, _, _ = dataset_frames("fashion-mnist", "val", 2)
+    inputs = [np.ascontiguousarray(x[i : i + 1]) for i in range(2)]
+    timings = edge_runtime_timings(exported, inputs, repeats=2, warmup=1, min_seconds=0.0)
+    assert set(timings) == {"onnx/fp32", "onnx/int8"}
+    for t in timings.values():
+        assert 0.0 <= t["offload_fixed_ms"] < 5.0

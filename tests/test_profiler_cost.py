@@ -251,6 +251,39 @@ def test_cost_offload_fixed_cost_is_edge_side_and_only_on_offloads(hand: CostMod
         CostModel.from_profile({**HAND, "offload_fixed_ms": -1.0}, EXITS)
 
 
+def test_an_onnx_edge_pays_its_own_offload_fixed_cost() -> None:
+    """An ONNX edge's split-0 path is not torch's: where the profile timed it, the edge's
+    cost model takes the runtime's own fixed cost; where it did not, torch's."""
+    variant = {"blocks_ms": HAND["blocks_ms"], "heads_ms": HAND["heads_ms"]}
+    prof = {**HAND, "offload_fixed_ms": 0.3,
+            "edge_runtimes": {"onnx/fp32": {**variant, "offload_fixed_ms": 0.1},
+                              "onnx/int8": variant}}  # fmt: skip
+    assert CostModel.from_profile(prof, EXITS).offload_ms == 0.3
+    onnx = CostModel.from_profile(prof, EXITS, edge_runtime="onnx/fp32")
+    assert onnx.offload_ms == 0.1
+    assert CostModel.from_profile(prof, EXITS, edge_runtime="onnx/int8").offload_ms == 0.3
+    assert onnx.breakdown(0, 1, 1, True, "raw").encode_ms == pytest.approx(10 * (0.1 + 0.1))
+
+
+def test_cold_path_is_the_idle_median_over_the_back_to_back_one() -> None:
+    """cold_path_ms: what the path costs right after ``before`` and a pause, less what it
+    costs run back to back (a clock the test drives: 1 ms warm, 3 ms cold)."""
+    from edgeml.partition.edge_profile import cold_path_ms
+
+    now = [0]
+    cold = [False]
+
+    def before() -> None:
+        cold[0] = True
+
+    def path() -> None:
+        now[0] += 3_000_000 if cold[0] else 1_000_000
+        cold[0] = False
+
+    assert cold_path_ms(path, before, rounds=5, idle_s=0.0, clock=lambda: now[0]) == 2.0
+    assert cold_path_ms(path, lambda: None, rounds=5, idle_s=0.0, clock=lambda: now[0]) == 0.0
+
+
 def _actions(cm: CostModel):  # type: ignore[no-untyped-def]
     """Every valid (split, exit, stop, tau_is_one)."""
     for s, e in itertools.product(range(cm.num_blocks + 1), range(cm.num_exits)):

@@ -6,7 +6,8 @@ judges confidence by), codec tables per split ``s``: framed bytes ``Y[s]``, enco
 ``Enc[s]`` and decode ``Dec[s]`` ms, all measured on this machine; the early-exit rule's
 own bookkeeping (``profile["rule_overhead_ms"]``, zeros if absent): ``Os`` per segment run,
 ``Oc`` per exit passed unevaluated, ``Od`` per evaluated exit; ``Of``, the edge's fixed cost
-of an offload beyond the codec's warm encode (``profile["offload_fixed_ms"]``, 0 if absent):
+of an offload beyond the codec's warm encode (``profile["offload_fixed_ms"]`` for torch,
+an ONNX edge's own under ``edge_runtimes`` where profiled, else torch's; 0 if absent):
 the daemon quantizes and frames each input after an idle gap, from cold caches, and at split
 0 that costs several times the back-to-back encode (0.35 ms against 0.06 ms on the
 development VM, 4 ms once slowed 12x), which the simulator missed on every offload.
@@ -235,6 +236,7 @@ class CostModel:
                 raise ValueError(f"codecs: every codec needs {key!r}") from None
 
         edge_blocks, edge_heads = blocks, heads
+        offload_ms = float(profile.get("offload_fixed_ms", 0.0))
         if edge_runtime != "torch/fp32":
             variants = profile.get("edge_runtimes") or {}
             if edge_runtime not in variants:
@@ -246,6 +248,7 @@ class CostModel:
             v = variants[edge_runtime]
             edge_blocks = np.asarray(v["blocks_ms"], dtype=np.float64)
             edge_heads = np.asarray([v["heads_ms"][str(b)] for b in exits], dtype=np.float64)
+            offload_ms = float(v.get("offload_fixed_ms", offload_ms))
         slow = profile.get("edge_slowdown", Scenario.edge_slowdown)
         slow = float(slow if edge_slowdown is None else edge_slowdown)
         rule = profile.get("rule_overhead_ms", {})
@@ -255,7 +258,7 @@ class CostModel:
             bytes=stack("bytes"), encode_ms=stack("encode_ms"), decode_ms=stack("decode_ms"),
             edge_slowdown=float(slow), cloud_speedup=float(cloud_speedup),
             rule_ms=(os_, oc, od),
-            offload_ms=float(profile.get("offload_fixed_ms", 0.0)),
+            offload_ms=offload_ms,
             edge_blocks_ms=edge_blocks, edge_heads_ms=edge_heads, edge_runtime=edge_runtime,
         )  # fmt: skip
 

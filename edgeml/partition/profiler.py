@@ -36,7 +36,7 @@ from edgeml.decision.scenario import Scenario
 from edgeml.models.progressive_net import ProgressiveNet
 from edgeml.partition.cloud_profile import cloud_batch_timings
 from edgeml.partition.codecs import CODECS, decode, encode, from_bytes, to_bytes
-from edgeml.partition.edge_profile import edge_runtime_timings
+from edgeml.partition.edge_profile import cold_path_ms, edge_runtime_timings
 from edgeml.progressive.infer import run_segment
 
 log = logging.getLogger(__name__)
@@ -187,13 +187,13 @@ def measure(
         overheads = rule_overheads_ms(net, [hs[0] for hs in hidden], repeats, warmup)
         codec_table = {c: _profile_codec(c, hidden, repeats, warmup) for c in codecs}
         cloud_batch = cloud_batch_timings(net, hidden[0], max(3, repeats // 3), 2)
+        offload_codec = "int8" if "int8" in codecs else codecs[0]
         edge_runtimes = edge_runtime_timings(
-            bundle, [h.numpy() for h in hidden[0]], repeats, warmup, min_seconds
+            bundle, [h.numpy() for h in hidden[0]], repeats, warmup, min_seconds, offload_codec
         )
         fixed = offload_fixed_ms(
-            net, hidden[0][0], "int8" if "int8" in codecs else codecs[0],
-            feature=bundle.manifest.difficulty_feature,
-        )  # fmt: skip
+            net, hidden[0][0], offload_codec, feature=bundle.manifest.difficulty_feature
+        )
     profile: dict[str, Any] = {
         "format_version": PROFILE_FORMAT_VERSION,
         "host": {
@@ -346,15 +346,11 @@ def offload_fixed_ms(
     clock: Callable[[], int] | None = None,
     feature: str = "bright_share",
 ) -> float:
-    """What an offload costs the edge beyond the codec's warm encode, from an idle core.
-
-    The daemon's inputs come ``idle_s`` apart (0.1 s at 10 inputs/s), and by then the code
-    and data of its split-0 path (segment set-up, quantization, framing) have left the
-    caches: on the development VM that path took 0.35 ms per input in the daemon against a
-    0.06 ms back-to-back encode, and slowed 12x the difference is 4 ms on every offload.
-    Timed as the daemon runs it (the input's difficulty feature first, which it computes
-    before deciding, then the path): the cold median minus the warm median of the same path.
-    """
+    """What an offload costs a torch edge beyond the codec's warm encode, from an idle core
+    (:func:`~edgeml.partition.edge_profile.cold_path_ms` of its split-0 path: segment
+    set-up, quantization, framing). On the development VM that path took 0.35 ms per input
+    in the daemon against a 0.06 ms back-to-back encode, and slowed 12x the difference is
+    4 ms on every offload."""
     from edgeml.data.features import difficulty_feature
 
     arr = x[:1].numpy()
@@ -364,16 +360,9 @@ def offload_fixed_ms(
         res = run_segment(net, torch.from_numpy(arr), 0, 0, last, 1.0)
         to_bytes(encode(res.hidden, codec))
 
-    warm = interleaved_medians([lambda r: path()], rounds, warmup=3, clock=clock)[0]
-    clock = clock or pick_clock()
-    cold: list[float] = []
-    for _ in range(rounds):
-        time.sleep(idle_s)
-        difficulty_feature(arr, feature)
-        t0 = clock()
-        path()
-        cold.append((clock() - t0) / 1e6)
-    return max(statistics.median(cold) - warm, 0.0)
+    return cold_path_ms(
+        path, lambda: difficulty_feature(arr, feature), rounds, idle_s, clock or pick_clock()
+    )
 
 
 def _profile_codec(
@@ -458,8 +447,13 @@ def format_profile(profile: dict[str, Any], codecs: Sequence[str] | None = None)
             + f"; clock: {profile.get('clock', 'wall')}"
         )
     if "offload_fixed_ms" in profile:
+        per = "".join(
+            f", {rt} {v['offload_fixed_ms']:.3f} ms"
+            for rt, v in (profile.get("edge_runtimes") or {}).items()
+            if "offload_fixed_ms" in v
+        )
         lines.append(
-            f"offload fixed cost from an idle core: {profile['offload_fixed_ms']:.3f} ms "
-            "beyond the warm encode (edge side, slowed like it)"
+            f"offload fixed cost from an idle core: torch {profile['offload_fixed_ms']:.3f} ms"
+            f"{per} beyond the warm encode (edge side, slowed like it)"
         )
     return "\n".join(lines)
