@@ -44,6 +44,7 @@ from edgeml.decision.outcome import OutcomeRule
 from edgeml.decision.scenario import Scenario
 from edgeml.partition.cost import CostModel
 from edgeml.rl_agent.traces import Trace
+from edgeml.runtime.calibration import Stack, cloud_slowdown, single_time, stack_of
 
 __all__ = [
     "format_table",
@@ -51,6 +52,7 @@ __all__ = [
     "predict_latency_ms",
     "predictions",
     "summarize",
+    "summarize_runs",
 ]
 
 
@@ -173,6 +175,35 @@ def predictions(
     cal = [predict_latency_ms(r, cost, trace, ts, rtt_ms, measured_speed=True, pace=pace,
                               call_ms=call_ms) for r, ts in timed]  # fmt: skip
     return pred, cal
+
+
+Timed = tuple[Sequence[Mapping[str, Any]], Sequence[float]]  # one run's records, trace times
+
+
+def summarize_runs(
+    runs: Mapping[str, Sequence[Timed]],
+    cost: CostModel,
+    trace: Trace,
+    link_rtt_ms: float,
+    pace: str,
+) -> tuple[dict[str, dict[str, Any]], float, Stack]:
+    """:func:`summarize` of each policy's runs (rounds pooled) with both predictions, the
+    simulator told this machine's cloud and stack as all the runs together measured them;
+    returns the summaries, the cloud's slowdown over the cost model, and the stack."""
+    every = [recs for timed in runs.values() for recs, _ in timed]
+    slow, stack = cloud_slowdown(every, single_time(cost)), stack_of(every, link_rtt_ms)
+    out: dict[str, dict[str, Any]] = {}
+    for name, timed in runs.items():
+        recs: list[Mapping[str, Any]] = []
+        pred: list[float | None] = []
+        cal: list[float | None] = []
+        for rs, times in timed:
+            p, c = predictions(
+                rs, cost, trace, times, stack.rtt_ms, slow, pace, stack.call_overhead_ms
+            )
+            recs, pred, cal = recs + list(rs), pred + p, cal + c
+        out[name] = summarize(recs, pred, cal)
+    return out, slow, stack
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], title: str = "") -> str:

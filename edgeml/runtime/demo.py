@@ -199,9 +199,7 @@ def run_demo(cfg: DemoConfig) -> int:
     import torch
 
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.calibration import cloud_slowdown, single_time, stack_of
-    from edgeml.runtime.compare import format_table, plot_runs, predictions
-    from edgeml.runtime.compare import summarize as summarize_run
+    from edgeml.runtime.compare import format_table, plot_runs, summarize_runs
     from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
     from edgeml.runtime.sources import default_source
     from edgeml.transport.server import OffloadServer, ServerConfig
@@ -226,7 +224,6 @@ def run_demo(cfg: DemoConfig) -> int:
     )
     server = OffloadServer(ServerConfig(bundle=bundle.path, port=0), bundle).start()
     runs: dict[str, list[dict[str, Any]]] = {}
-    results: dict[str, dict[str, Any]] = {}
     names = ("ppo", *cfg.baselines)
     t_runs = time.perf_counter()
     try:
@@ -259,14 +256,8 @@ def run_demo(cfg: DemoConfig) -> int:
             print(f"  {summary.report()} [{time.perf_counter() - t0:.0f} s]", flush=True)
     finally:
         server.stop(0)
-    slow = cloud_slowdown(list(runs.values()), single_time(cost))
-    stack = stack_of(list(runs.values()), cfg.rtt_ms)
-    for name, recs in runs.items():
-        times = [r["trace_s"] for r in recs]
-        pred, cal = predictions(
-            recs, cost, trace, times, stack.rtt_ms, slow, cfg.pace, stack.call_overhead_ms
-        )
-        results[name] = summarize_run(recs, pred, cal)
+    timed = {name: [(recs, [r["trace_s"] for r in recs])] for name, recs in runs.items()}
+    results, slow, stack = summarize_runs(timed, cost, trace, cfg.rtt_ms, cfg.pace)
     table = format_table(
         results,
         f"edgeml demo: {trace_path.name}, {cfg.inputs} inputs/policy, deadline "

@@ -115,8 +115,7 @@ def child_env() -> dict[str, str]:
 def run_emulate(cfg: EmulateConfig) -> int:
     """Set up, run every policy on every trace, report, and always clean up."""
     from edgeml.rl_agent.traces import load_trace
-    from edgeml.runtime.calibration import cloud_slowdown, single_time, stack_of
-    from edgeml.runtime.compare import format_table, plot_runs, predictions, summarize
+    from edgeml.runtime.compare import format_table, plot_runs, summarize, summarize_runs
     from edgeml.runtime.demo import daemon_cost, load_bundle, resolve_policy
     from edgeml.runtime.sources import default_source
 
@@ -162,7 +161,6 @@ def run_emulate(cfg: EmulateConfig) -> int:
         for trace_path, trace in traces:
             runs: dict[str, list[dict[str, Any]]] = {}
             times: dict[str, list[float]] = {}
-            results: dict[str, dict[str, Any]] = {}
             tdir = out / trace_path.stem
             tdir.mkdir(parents=True, exist_ok=True)
             names = ["ppo", *cfg.baselines]
@@ -185,18 +183,8 @@ def run_emulate(cfg: EmulateConfig) -> int:
                         f"mean {r['latency_ms_mean']:.1f} ms",
                         flush=True,
                     )
-            every = [rs for n in names for rs, _ in done[n]]
-            slow, stack = cloud_slowdown(every, single_time(cost)), stack_of(every, cfg.rtt_ms)
+            results, slow, stack = summarize_runs(done, cost, trace, cfg.rtt_ms, cfg.pace)
             for name in names:
-                recs, pred, cal = [], [], []
-                for rs, tts in done[name]:
-                    got = predictions(
-                        rs, cost, trace, tts, stack.rtt_ms, slow, cfg.pace, stack.call_overhead_ms
-                    )
-                    recs += rs
-                    pred += got[0]
-                    cal += got[1]
-                results[name] = summarize(recs, pred, cal)
                 results[name]["repeats"] = cfg.repeats
                 results[name]["timely_accuracy_per_round"] = [
                     summarize(rs)["timely_accuracy"] for rs, _ in done[name]
