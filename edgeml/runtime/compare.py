@@ -16,10 +16,10 @@ The cloud of a live run is this machine, which need not be the profile's: the pr
 scales the cloud's compute by :func:`~.calibration.cloud_slowdown`, how much slower than the
 cost model the server computed over every policy's offloads of the run (one number for the
 machine, as ``edgeml fleet`` tells its simulation), and every offload pays the RPC stack's
-RTT and mean time beyond the link (:func:`~.calibration.stack_of`). An edge paced to the profile
-(``--pace profile``, the demo's default) takes its profile's time by construction, so what
-such a run checks is the link, the cloud and the outcome rule; a measured-paced edge also
-checks the cost model and the load the daemon measured.
+RTT and RTT and mean time beyond the link (:func:`~.calibration.stack_of`). An edge paced to the
+profile (``--pace profile``, the demo's default) takes its profile's time by construction,
+so what such a run checks is the link, the cloud and the outcome rule; a measured-paced
+edge also checks the cost model and the load the daemon measured.
 
 A second, calibrated prediction replaces the profile's compute speeds by those the edge had
 measured on the inputs before (``edge_speed``/``cloud_speed`` in its log): it separates
@@ -201,7 +201,9 @@ def summarize_runs(
             p, c = predictions(
                 rs, cost, trace, times, stack.rtt_ms, slow, pace, stack.call_overhead_ms
             )
-            recs, pred, cal = recs + list(rs), pred + p, cal + c
+            recs += rs
+            pred += p
+            cal += c
         out[name] = summarize(recs, pred, cal)
     return out, slow, stack
 

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ def run_emulate(cfg: EmulateConfig) -> int:
         "config": cfg.as_dict(),
         "bundle": str(bundle.path), "policy": policy, "policy_origin": origin,
         "traces": {},
+        "calibration": {},  # per trace: the cloud and stack the simulator was told
     }  # fmt: skip
     py = sys.executable
     serve_log = (out / "serve.log").open("w")
@@ -189,13 +190,11 @@ def run_emulate(cfg: EmulateConfig) -> int:
                 results[name]["timely_accuracy_per_round"] = [
                     summarize(rs)["timely_accuracy"] for rs, _ in done[name]
                 ]
-                results[name]["cloud_slowdown"] = round(slow, 4)
-                results[name]["call_overhead_ms"] = stack.call_overhead_ms
             title = (
                 f"edgeml emulate: {trace_path.name} (kernel tbf, edge x{cfg.edge_slowdown:g} "
                 f"{cfg.pace}-paced{f', {cfg.repeats} rounds pooled' if cfg.repeats > 1 else ''}); "
-                f"sim with this machine's cloud x{slow:.2f} the profile and "
-                f"{stack.call_overhead_ms:.1f} ms per call beyond the link; "
+                f"sim with this machine's cloud x{slow:.2f} the profile, RTT "
+                f"{stack.rtt_ms:.1f} + {stack.call_overhead_ms:.1f} ms per call; "
                 "cal = simulator told the compute speeds measured before each input"
             )
             print(format_table(results, title), flush=True)
@@ -205,6 +204,9 @@ def run_emulate(cfg: EmulateConfig) -> int:
                 f"user space, edge x{cfg.edge_slowdown:g})", trace_times=times,
             )  # fmt: skip
             report["traces"][trace_path.name] = results
+            report["calibration"][trace_path.name] = {
+                "cloud_slowdown": round(slow, 4), "stack": asdict(stack)
+            }  # fmt: skip
             (out / "emulate.json").write_text(json.dumps(report, indent=2) + "\n")
     except _Interrupted as exc:
         print(f"edgeml emulate: interrupted ({exc}); cleaning up", file=sys.stderr)
