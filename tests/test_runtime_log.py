@@ -27,7 +27,8 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "edge_slowdown": NUM, "edge_runtime": (str,), "cpu_load": NUM, "edge_load": NUM,
     "bw_estimate_mbps": (*NUM, type(None)),
     "rtt_estimate_ms": NUM, "link_mbps": (*NUM, type(None)), "trace_s": (*NUM, type(None)),
-    "cloud_batch": (int, type(None)), "edge_speed": NUM, "cloud_speed": NUM,
+    "cloud_batch": (int, type(None)), "cloud_queued": (int, type(None)),
+    "cloud_running": (int, type(None)), "edge_speed": NUM, "cloud_speed": NUM,
 }  # fmt: skip
 
 
@@ -59,6 +60,10 @@ def check_record(r: dict, n_splits: int, n_exits: int) -> None:
         assert r["bytes"] == 0 and ans["exit_block"] <= a["split"]
     if r["where"] == "cloud":
         assert r["bytes"] > 0 and r["cloud_batch"] >= 1
+        # the reply's load: its own batch was running, and nothing can be queued below zero
+        assert r["cloud_running"] == r["cloud_batch"] and r["cloud_queued"] >= 0
+    else:
+        assert r["cloud_batch"] is r["cloud_queued"] is r["cloud_running"] is None
     assert (
         r["in_deadline"] == (lat["total"] <= r["deadline_ms"] + 1e-6)
         or abs(lat["total"] - r["deadline_ms"]) < 1.0

@@ -156,7 +156,7 @@ class InputPath:
         compute = time.perf_counter() - t0
         answer = res.answers[0]
         lat["edge_compute"] = compute * 1e3
-        where, fallback_reason, nbytes, batch = "edge", None, 0, None
+        where, fallback_reason, nbytes, load_fields = "edge", None, 0, {}
         if answer is None:
             assert res.hidden is not None
             t0 = time.perf_counter()
@@ -165,7 +165,7 @@ class InputPath:
             lat["encode"] = enc_s * 1e3
             lat["slowdown_sleep"] = self.pacer.after_run(compute + enc_s, s, e, None, tau) * 1e3
             grace = self.rule.grace_ms(s, e, load)
-            answer, where, fallback_reason, nbytes, batch = self._offload(
+            answer, where, fallback_reason, nbytes, load_fields = self._offload(
                 enc, res.hidden, s, e, tau, deadline, deadline + grace / 1e3, load, lat
             )
         else:
@@ -181,7 +181,7 @@ class InputPath:
             "cpu_load": cpu_load, "edge_load": round(load, 4),
             "bw_estimate_mbps": None if bw_est is None else round(bw_est, 4),
             "rtt_estimate_ms": round(st.rtt_ms, 3), "link_mbps": link_mbps,
-            "trace_s": None if trace_s is None else round(trace_s, 3), "cloud_batch": batch,
+            "trace_s": None if trace_s is None else round(trace_s, 3), **load_fields,
             "edge_speed": round(edge_speed, 4), "cloud_speed": round(cloud_speed, 4),
         }  # fmt: skip
         return input_record(
@@ -202,16 +202,17 @@ class InputPath:
         give_up: float,
         load: float,
         lat: dict[str, float],
-    ) -> tuple[Answer, str, str | None, int, int | None]:
+    ) -> tuple[Answer, str, str | None, int, dict[str, int]]:
         """Send to the cloud and wait for it until ``give_up``; on any failure answer locally
         (the outcome rule's fallback exit). Returns (answer, where, fallback reason, bytes
-        sent, cloud batch size)."""
+        sent, the reply's load fields: empty without a reply)."""
         out = self.cloud.send(enc, s, e, tau, give_up, lat)
         r = out.result
         if r is not None:
             answer = Answer(r.class_id, r.confidence, r.exit_index, r.exit_block)
-            return answer, "cloud", None, r.sent_bytes, r.batch_size
+            fields = {"cloud_batch": r.batch_size, "cloud_queued": r.queued}
+            return answer, "cloud", None, r.sent_bytes, {**fields, "cloud_running": r.running}
         answer, compute, extra = self._fallback(hidden, s, e, tau, deadline, load)
         lat["fallback_compute"] = compute * 1e3
         lat["slowdown_sleep"] += extra * 1e3
-        return answer, "fallback", out.reason, out.nbytes, None
+        return answer, "fallback", out.reason, out.nbytes, {}

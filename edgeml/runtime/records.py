@@ -15,7 +15,7 @@ Log schema (``edgeml.edge/1``), one object per input::
     latency_ms {total, decide, edge_compute, encode, slowdown_sleep, uplink, network,
                 cloud_queue, cloud_decode, cloud_compute, fallback_compute},
     edge_slowdown, edge_runtime, cpu_load, edge_load, bw_estimate_mbps, rtt_estimate_ms, link_mbps,
-    trace_s, cloud_batch, edge_speed, cloud_speed
+    trace_s, cloud_batch, cloud_queued, cloud_running, edge_speed, cloud_speed
 
 Latency stages add up to ``total`` (up to bookkeeping): ``network`` is everything between
 handing the request over and having the reply, minus the server's own time; ``uplink`` is
@@ -26,6 +26,9 @@ measured edge compute, or with ``pace`` ``profile`` what is left to the profile'
 :class:`~.speed.SpeedTracker`). ``cpu_load`` is psutil's reading (:class:`~.speed.CpuLoad`);
 ``edge_load`` is what the policy and the fallback timing used, ``max(cpu_load, edge_speed -
 1)`` (0 when paced to the profile).
+``cloud_batch``, ``cloud_queued`` and ``cloud_running`` are the reply's load fields for an
+answer from the cloud (the batch it ran in, and the requests waiting and running when that
+batch finished: what the edge's cloud estimate learns from), null otherwise.
 ``edge_runtime`` is what ran the edge's blocks (``onnx/fp32``, ``onnx/int8``,
 ``torch/fp32``). ``t_s`` is seconds since the daemon started (monotonic); ``timely`` is
 ``correct and in_deadline`` (null without a label); ``link_mbps`` and ``trace_s`` are the emulated
@@ -121,7 +124,7 @@ class RunSummary:
 #: The measurements an answered input's record carries (null in an error record).
 MEASURED_KEYS = (
     "cpu_load", "edge_load", "bw_estimate_mbps", "rtt_estimate_ms", "link_mbps", "trace_s",
-    "cloud_batch", "edge_speed", "cloud_speed",
+    "cloud_batch", "cloud_queued", "cloud_running", "edge_speed", "cloud_speed",
 )  # fmt: skip
 
 
