@@ -105,6 +105,32 @@ def test_fleet_runs_edge_processes_on_one_cloud_per_policy(
     assert report["cloud_slowdown"] > 0
 
 
+def test_live_edges_start_at_the_phases_of_the_fleet_the_simulation_plays(
+    profiled_bundle: Bundle, tmp_path, monkeypatch
+) -> None:
+    from edgeml.rl_agent import evaluate as ev
+    from edgeml.runtime.fleet_live import FleetConfig, simulate, start_phases_s
+
+    seen: list[list[float]] = []
+
+    class Spy(ev.Fleet):  # the simulator's fleet, telling when each edge's frames start
+        def reset(self, episodes, rng):  # type: ignore[no-untyped-def]
+            obs = super().reset(episodes, rng)
+            seen.append(list(self.phases_ms))
+            return obs
+
+    monkeypatch.setattr(ev, "Fleet", Spy)
+    trace = _trace(tmp_path)
+    for seed in (0, 5):
+        cfg = FleetConfig(bundle=str(profiled_bundle.path), edges=4, inputs=6, rate=20.0,
+                          seed=seed, out=str(tmp_path))  # fmt: skip
+        simulate(cfg, profiled_bundle, "edgent", [(trace, 0.0, i) for i in range(4)])
+        live = [1000.0 * s for s in start_phases_s(cfg, 4)]
+        assert live == pytest.approx(seen[-1], abs=1e-9)
+        assert live[0] == 0.0 and all(0.0 < p < 50.0 for p in live[1:])  # within one frame
+    assert seen[0] != seen[1]  # the seed draws them
+
+
 def test_the_fleets_cloud_speed_is_its_batch_compute_over_the_profiles(
     profiled_bundle: Bundle,
 ) -> None:

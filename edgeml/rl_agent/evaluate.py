@@ -25,7 +25,7 @@ from edgeml.decision.policies import BASELINES, Policy, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
 from edgeml.rl_agent.env import EdgeCloudEnv
-from edgeml.rl_agent.fleet import EdgeEpisode, Fleet
+from edgeml.rl_agent.fleet import EdgeEpisode, Fleet, fleet_rng
 from edgeml.rl_agent.traces import Trace
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def run_fleet(
         fleet = Fleet(envs[: len(fleet_eps)], service, rule, planned)
         policy.reset(seed + f)
         eps = [EdgeEpisode(ep.trace, ep.start_s, ep.seed) for ep in fleet_eps]
-        fleet.reset(eps, np.random.default_rng(seed * 7_919 + f))
+        fleet.reset(eps, fleet_rng(seed, f))
 
         def record(
             i: int, reward: float, info: dict[str, Any],

@@ -33,7 +33,7 @@ from edgeml.decision.action import TAUS, Action
 from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudReply, CloudService
 from edgeml.rl_agent.env import EdgeCloudEnv, Pending
 
-__all__ = ["EdgeEpisode", "Fleet", "FleetEnv"]
+__all__ = ["EdgeEpisode", "Fleet", "FleetEnv", "fleet_rng", "frame_phases"]
 
 Decide = Callable[[int, EdgeCloudEnv], Action]
 Record = Callable[[int, float, dict[str, Any]], None]
@@ -50,13 +50,26 @@ class EdgeEpisode:
     seed: int
 
 
+def fleet_rng(seed: int, index: int = 0) -> np.random.Generator:
+    """The random stream of fleet ``index`` of a run seeded ``seed`` (its edges' phases):
+    ``edgeml evaluate --edges`` and the live fleet's simulation play fleet 0 of ``--seed``,
+    and the live fleet starts its edges at that fleet's phases."""
+    return np.random.default_rng(seed * 7_919 + index)
+
+
+def frame_phases(n: int, interval_ms: float, rng: np.random.Generator) -> list[float]:
+    """When each of ``n`` edges' first frame comes within the frame interval (ms): edge 0 at
+    0, the others uniform, since cameras are not synchronised (edges in lockstep would
+    offload together)."""
+    return [0.0, *(float(rng.uniform(0.0, interval_ms)) for _ in range(n - 1))]
+
+
 @dataclass
 class _Open:
     """An offloaded input whose answer the edge has not had yet."""
 
     edge: int
     pending: Pending
-    t0_ms: float  # the input's start on the fleet clock
     done: bool = False
 
 
@@ -81,7 +94,7 @@ class Fleet:
         self.cloud = CloudModel(self.service, self.rule)
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
-        self._phase = [0.0] * len(self.envs)
+        self.phases_ms = [0.0] * len(self.envs)  # each edge's first frame (ms), see reset
         self._flying: set[CloudJob] = set()  # sent, not yet arrived
         self.exit_blocks = tuple(self.service.exits)
 
@@ -98,12 +111,12 @@ class Fleet:
         self._heap.clear()
         self._flying.clear()
         obs = []
-        for i, (env, ep) in enumerate(zip(self.envs, episodes, strict=True)):
+        for env, ep in zip(self.envs, episodes, strict=True):
             o, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
             obs.append(o)
-            interval_ms = 1000.0 / env.scenario.input_rate
-            self._phase[i] = 0.0 if i == 0 else float(rng.uniform(0.0, interval_ms))
-            self._push(self._phase[i], _DECIDE, i)
+        self.phases_ms = frame_phases(self.n, 1000.0 / self.envs[0].scenario.input_rate, rng)
+        for i, phase in enumerate(self.phases_ms):
+            self._push(phase, _DECIDE, i)
         return obs
 
     def play(self, decide: Decide, record: Record) -> None:
@@ -156,7 +169,7 @@ class Fleet:
         job = CloudJob(
             key=(p.split, p.exit), arrival_ms=t + p.arrival_ms,
             stop_block=self.exit_blocks[p.stop], early=TAUS[p.tau_index] < 1.0,
-            expires_ms=t + p.give_up_ms, owner=_Open(i, p, t),
+            expires_ms=t + p.give_up_ms, owner=_Open(i, p),
         )  # fmt: skip
         self._flying.add(job)
         self._push(job.arrival_ms, _ARRIVE, job)
@@ -175,7 +188,7 @@ class Fleet:
 
     def _due(self, i: int) -> float:
         env = self.envs[i]
-        return self._phase[i] + env.time_s * 1000.0
+        return self.phases_ms[i] + env.time_s * 1000.0
 
     def _replies(self, jobs: list[CloudJob], record: Record) -> None:
         for job in jobs:
@@ -210,8 +223,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     :param make_edge: builds one edge env (all share traces and bundle).
     :param service: the cloud's batch service times; ``rule`` its batching rule.
     :param sizes: fleet sizes, one drawn per episode (uniformly).
-    :param others: the policy of the other edges, ``others(view) -> Action``; replace it
-        with :meth:`set_others` (e.g. a snapshot of the learner).
+    :param others: the policy of the other edges, ``others(view) -> Action`` (training
+        passes a snapshot of the learner that follows it).
     """
 
     metadata = {"render_modes": []}
@@ -234,9 +247,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self.others = others
         self.fleet = Fleet(self.edges[:1], service, self.rule)
         self._result: tuple[float, dict[str, Any]] | None = None
-
-    def set_others(self, others: Callable[[Any], Action]) -> None:
-        self.others = others
 
     @property
     def world(self) -> Any:

@@ -122,21 +122,28 @@ def pick_edges(cfg: FleetConfig, traces_dir: Path) -> list[tuple[Path, float, in
     return out
 
 
+def start_phases_s(cfg: FleetConfig, n: int) -> list[float]:
+    """When each of ``n`` live edges starts (s after the first): the phases of the simulated
+    fleet that :func:`simulate` plays (fleet 0 of ``cfg.seed``)."""
+    from edgeml.rl_agent.fleet import fleet_rng, frame_phases
+
+    interval_ms = 1000.0 / cfg.rate if cfg.rate > 0 else 0.0
+    return [ms / 1000.0 for ms in frame_phases(n, interval_ms, fleet_rng(cfg.seed))]
+
+
 def _run_round(
     cfg: FleetConfig, bundle: Path, port: int, policy: str, name: str, source: str,
     edges: list[tuple[Path, float, int]], out: Path, tag: str,
 ) -> list[list[dict[str, Any]]]:  # fmt: skip
     """One policy on every edge at once; each edge's records (logs ``TAG.edgeI.jsonl``).
 
-    Once all are ready, edge ``i`` starts at its own phase within the frame interval (edge 0
-    at 0, the others seeded by ``cfg.seed``), as the simulator's fleet starts them: cameras
-    are not synchronised, and edges started together would offload in lockstep."""
+    Once all are ready, edge ``i`` starts at its own phase within the frame interval: the
+    phase the simulation of this fleet (:func:`simulate`, fleet 0 of ``cfg.seed``) gives it,
+    so live and simulated edges offload with the same timing relative to each other."""
     gos = [out / f"{tag}.go{i}" for i in range(len(edges))]
     for go in gos:
         go.unlink(missing_ok=True)
-    interval = 1.0 / cfg.rate if cfg.rate > 0 else 0.0
-    rng = np.random.default_rng(cfg.seed)
-    phases = [0.0, *rng.uniform(0.0, interval, len(edges) - 1)]
+    phases = start_phases_s(cfg, len(edges))
     procs, logs, readies = [], [], []
     try:
         for i, (trace, offset, seed) in enumerate(edges):
