@@ -156,7 +156,8 @@ class InputPath:
         compute = time.perf_counter() - t0
         answer = res.answers[0]
         lat["edge_compute"] = compute * 1e3
-        where, fallback_reason, nbytes, load_fields = "edge", None, 0, {}
+        where, fallback_reason, nbytes = "edge", None, 0
+        load_fields: dict[str, int] = {}
         if answer is None:
             assert res.hidden is not None
             t0 = time.perf_counter()
