@@ -470,6 +470,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_wait_us=args.max_wait_us,
             batch_wait_alone=args.batch_wait_alone,
+            pace_speedup=args.pace_speedup,
             metrics_port=args.metrics_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -534,6 +535,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--batch-wait-alone",
         action="store_true",
         help="wait --max-wait-us even when the server is idle",
+    )
+    p.add_argument(
+        "--pace-speedup",
+        type=float,
+        default=None,
+        metavar="S",
+        help="emulate a cloud S x as fast as the bundle's profiling machine: each batch takes "
+        "its profiled time / S, sleeping out the rest (for fleets emulated on one host; "
+        "default: this machine's own speed)",
     )
     p.add_argument(
         "--metrics-port",

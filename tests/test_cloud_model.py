@@ -17,7 +17,7 @@ import pytest
 
 from edgeml.bundle import Bundle
 from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudService
-from edgeml.decision.policies import make_policy
+from edgeml.decision.policies import World, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.rl_agent import evaluate as ev
 from edgeml.rl_agent.env import EdgeCloudEnv
@@ -112,6 +112,29 @@ def test_rows_that_stop_early_leave_the_batch() -> None:
     assert mixed == pytest.approx(1.5 + 1.5 + 0.2 + 1.0 + 0.1)
     assert svc.batch_ms(0, [(3, True)]) == pytest.approx(3.0 + 0.1 + 0.1)  # early: heads run
     assert svc._at(svc.blocks_ms, 0, 8) == pytest.approx(4.0)  # beyond 4: per-row cost
+
+
+def test_a_lone_request_takes_the_cost_models_cloud_time_and_batches_keep_their_scaling(
+    profiled_bundle: Bundle,
+) -> None:
+    prof = profiled_bundle.profile
+    raw = np.asarray(prof["cloud_batch"]["blocks_ms"])
+    svc = CloudService.from_profile(prof, cloud_speedup=2.0)
+    world = World.from_bundle(profiled_bundle, replace(Scenario(), cloud_speedup=2.0))
+    rule = prof.get("rule_overhead_ms", {})
+    slack = sum(rule.get(k, 0.0) for k in ("segment", "exit_decide"))
+    slack += rule.get("exit_check", 0.0) * len(prof["exits"])
+    for split in range(len(prof["blocks_ms"])):
+        for e, block in enumerate(svc.exits):
+            if block <= split:
+                continue
+            cost = world.cost.breakdown(split, e, e, True, world.scenario.codec).cloud_ms
+            # the same blocks and head; the cost model adds only the exit rule's bookkeeping
+            assert 0.0 <= cost - svc.alone_ms(split, block, False) <= slack / 2.0 + 1e-9
+    # the table's own growth with the batch is kept, block by block
+    for size in (2, 8):
+        i = list(prof["cloud_batch"]["batch_sizes"]).index(size)
+        np.testing.assert_allclose(svc.blocks_ms[i] / svc.blocks_ms[0], raw[i] / raw[0])
 
 
 @pytest.fixture(scope="module")

@@ -371,3 +371,26 @@ def test_service_config_retries_only_unavailable_and_balances_round_robin():
     assert replica_targets("dns:///cloud:50051") == ["dns:///cloud:50051"]  # gRPC balances
     with pytest.raises(ValueError, match="targets"):
         replica_targets("127.0.0.1:1,nohost")
+
+
+def test_a_paced_server_takes_the_profiled_batch_time_over_its_speedup(profiled_bundle):
+    from edgeml.decision.cloud import CloudService
+
+    speedup = 0.02  # a cloud 50x slower than profiled: the pacing, not this machine, decides
+    paced = CloudService.from_profile(profiled_bundle.profile, speedup)
+    m = profiled_bundle.manifest
+    srv = start_server(profiled_bundle, max_batch=4, max_wait_us=0, pace_speedup=speedup)
+    try:
+        with EdgeClient(ClientConfig(targets=srv.address), profiled_bundle.weights_sha256) as c:
+            x = edge_inputs(profiled_bundle, 1)
+            for split in (0, m.exits[0]):
+                h = profiled_bundle.net.run_blocks(x, 0, split)
+                r = c.infer(h, split, m.num_exits - 1, 1.0)
+                want = paced.batch_ms(split, [(r.exit_block, False)])
+                assert r.batch_size == 1
+                assert want <= r.compute_ms <= want * 1.1 + 5.0, (split, r.compute_ms, want)
+            results = _concurrent(c, profiled_bundle, 4, split=m.exits[0])
+        for r in results:  # each batch's time is its rows' profiled time
+            assert r.compute_ms >= 0.95 * paced.batch_ms(m.exits[0], [(r.exit_block, True)])
+    finally:
+        srv.stop(0)

@@ -12,6 +12,11 @@ How long a batch runs comes from :class:`CloudService`, the cloud-side profile t
 ``edgeml profile`` measures (:mod:`edgeml.partition.cloud_profile`): each block and exit head
 at each batch size, interpolated in between. Rows that stop at an early exit leave the
 batch, as in :func:`~edgeml.progressive.infer.run_segment`, so later blocks run smaller.
+A request alone takes what the cost model says (the profile's per-block and per-head times,
+which the single-edge simulator charges); the batch table gives how each block's time grows
+with the batch. The two were measured in separate passes and disagree at batch 1 (the
+shipped profile's table reads 1.3-2.4x the cost model per block), so the table is scaled
+per block to the cost model: one cloud time for a lone request everywhere.
 
 Times are milliseconds on the caller's clock. The caller drives the model: :meth:`arrive`
 at a request's arrival, :meth:`advance` up to a time (which returns the jobs finished by
@@ -54,6 +59,16 @@ class BatchingRule:
         return 0.0 if self.max_batch == 1 else self.max_wait_ms
 
 
+def _interp(sizes: np.ndarray, col: np.ndarray, n: float) -> float:
+    return float(np.interp(n, sizes, col))
+
+
+def _ratio(alone: Any, table_alone: list[float]) -> np.ndarray:
+    """Per column, the cost model's alone time over the table's (1 where the table has 0)."""
+    a, t = np.asarray(alone, dtype=np.float64), np.asarray(table_alone, dtype=np.float64)
+    return np.where(t > 0, a / np.where(t > 0, t, 1.0), 1.0)
+
+
 @dataclass(frozen=True)
 class CloudService:
     """How long the cloud computes a batch: per-block and per-head ms at measured sizes.
@@ -79,12 +94,16 @@ class CloudService:
                 "profile: no cloud_batch timings (a shared cloud needs them); "
                 "re-run `edgeml profile BUNDLE`"
             )
-        return cls(
-            np.asarray(cb["batch_sizes"], dtype=np.float64),
-            np.asarray(cb["blocks_ms"], dtype=np.float64) / cloud_speedup,
-            np.asarray(cb["heads_ms"], dtype=np.float64) / cloud_speedup,
-            tuple(int(b) for b in (profile or {})["exits"]),
-        )
+        prof = profile or {}
+        sizes = np.asarray(cb["batch_sizes"], dtype=np.float64)
+        blocks = np.asarray(cb["blocks_ms"], dtype=np.float64)
+        heads = np.asarray(cb["heads_ms"], dtype=np.float64)
+        exits = tuple(int(b) for b in prof["exits"])
+        if "blocks_ms" in prof and "heads_ms" in prof:  # anchored to the cost model's batch 1
+            alone_h = [float(prof["heads_ms"][str(e)]) for e in exits]
+            blocks = blocks * _ratio(prof["blocks_ms"], [_interp(sizes, c, 1) for c in blocks.T])
+            heads = heads * _ratio(alone_h, [_interp(sizes, c, 1) for c in heads.T])
+        return cls(sizes, blocks / cloud_speedup, heads / cloud_speedup, exits)
 
     def _at(self, table: np.ndarray, col: int, n: int) -> float:
         """``table[:, col]`` at batch ``n``: linear between measured sizes, beyond the

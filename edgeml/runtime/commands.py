@@ -293,6 +293,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         cfg = FleetConfig(
             **_live_run_fields(args), edges=args.edges, rounds=args.rounds, traces=args.traces,
             max_batch=args.max_batch, max_wait_us=args.max_wait_us,
+            cloud_speedup=args.cloud_speedup,
         )  # fmt: skip
         return run_fleet_live(cfg)
     except (InputError, ValueError, OSError, RuntimeError) as exc:

@@ -24,6 +24,12 @@ class ServerConfig:
     :param max_wait_us: longest a request waits for others with the same (split, exit).
     :param batch_wait_alone: wait ``max_wait_us`` even when no other request is about (by
         default a request that finds the server idle runs at once; see ``batching``).
+    :param pace_speedup: emulate a cloud this many times as fast as the bundle's profiling
+        machine, whatever this machine is: each batch takes its profiled time (the
+        fleet simulator's :class:`~edgeml.decision.cloud.CloudService`) over this, the
+        worker sleeping out the rest after computing (a batch that computes longer is not
+        cut). For fleets emulated on one host, as the edges' ``--pace profile``. None: this
+        machine's own speed.
     :param metrics_port: Prometheus ``/metrics`` port on ``host`` (None: no endpoint).
     :param tls_cert: PEM server certificate chain; with ``tls_key`` enables TLS.
     :param tls_key: PEM private key of ``tls_cert``.
@@ -58,6 +64,7 @@ class ServerConfig:
     max_batch: int = 16
     max_wait_us: int = 1000
     batch_wait_alone: bool = False
+    pace_speedup: float | None = None
     metrics_port: int | None = None
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
@@ -97,6 +104,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        if self.pace_speedup is not None and not (
+            math.isfinite(self.pace_speedup) and self.pace_speedup > 0
+        ):
+            raise ValueError(f"pace_speedup: must be a finite number > 0, got {self.pace_speedup}")
         if not (math.isfinite(self.stream_idle_s) and self.stream_idle_s > 0):
             raise ValueError(f"stream_idle_s: must be > 0, got {self.stream_idle_s}")
         if self.max_streams >= self.workers:

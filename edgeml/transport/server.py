@@ -35,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edgeml.bundle import MANIFEST, Bundle
+from edgeml.decision.cloud import CloudService
 from edgeml.progressive.infer import Answer, run_segment
 from edgeml.transport.auth import BearerTokenInterceptor, server_credentials
 from edgeml.transport.batching import Batcher, BatcherClosed, Job, JobCancelled, JobExpired
@@ -113,6 +114,11 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             on_batch=metrics.observe_batch,
             wait_alone=config.batch_wait_alone,
         )
+        self._paced = (
+            None
+            if config.pace_speedup is None
+            else CloudService.from_profile(bundle.profile, config.pace_speedup)
+        )
         self._manifest_json = (Path(bundle.path) / MANIFEST).read_text()
         self._profile_lock = threading.Lock()
         self._measured: offload_pb2.ProfileReply | None = None
@@ -121,6 +127,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
 
     def _run_batch(self, key: Hashable, jobs: Sequence[Job]) -> list[Answer]:
         """Blocks ``split+1..exit`` for all rows at once, each with its own tau."""
+        start = time.perf_counter()
         split, exit_index = cast(tuple[int, int], key)  # the batcher keys by (split, exit)
         h = torch.from_numpy(np.concatenate([j.x for j in jobs]))
         taus = torch.tensor([j.tau for j in jobs], dtype=torch.float32)
@@ -129,7 +136,13 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             res = run_segment(self.net, h, split, stop, exit_index, taus)
         if any(a is None for a in res.answers):
             raise RuntimeError(f"run_segment left rows {res.pending} without an answer")
-        return list(res.answers)  # type: ignore[arg-type]
+        answers: list[Answer] = list(res.answers)  # type: ignore[arg-type]
+        if self._paced is not None:  # the emulated cloud's time for this batch
+            rows = [(a.exit_block, j.tau < 1.0) for a, j in zip(answers, jobs, strict=True)]
+            left = self._paced.batch_ms(split, rows) / 1e3 - (time.perf_counter() - start)
+            if left > 0:
+                time.sleep(left)
+        return answers
 
     def warm_up(self) -> None:
         """One full pass so the first request does not pay for lazy initialisation."""
