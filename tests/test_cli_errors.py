@@ -322,3 +322,25 @@ def test_bad_train_lists_are_named(flag, value, tmp_path, capsys):
     _fails(capsys, _train(FIXTURE, out, flag, value), flag, "comma-separated numbers >= 1",
            repr(value))  # fmt: skip
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["demo", "--episode-steps", "50"], "--episode-steps"),
+        (["emulate", "--trace", "x.csv", "--load-busy-share", "0.5"], "--load-*"),
+        (["fleet", "--grace-ms", "5"], "--grace-ms"),
+        (["demo", "--cloud-speedup", "0.5"], "--cloud-speedup"),  # the demo's server is unpaced
+    ],
+)
+def test_a_live_run_refuses_scenario_flags_it_does_not_carry(argv, flag, capsys):
+    _fails(capsys, argv, flag, "not used by this command", "deadline_ms")
+
+
+def test_the_fleet_carries_the_clouds_speed_to_its_config() -> None:
+    from edgeml.cli import make_parser
+    from edgeml.runtime.commands import _live_run_fields
+
+    args = make_parser().parse_args(["fleet", "--cloud-speedup", "0.25", "--edge-slowdown", "48"])
+    got = _live_run_fields(args, "cloud_speedup")
+    assert got["cloud_speedup"] == 0.25 and got["edge_slowdown"] == 48.0

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from edgeml.decision.action import TAUS
+from edgeml.errors import InputError
 
 #: What can run the edge's blocks (see :meth:`edgeml.bundle.Manifest.edge_runtime`).
 EDGE_RUNTIMES = ("onnx", "torch")
@@ -283,8 +285,13 @@ def add_scenario_flags(
         )  # fmt: skip
 
 
-def scenario_from_args(args: argparse.Namespace, **overrides: Any) -> Scenario:
-    """The :class:`Scenario` of the flags added by :func:`add_scenario_flags`."""
+def scenario_from_args(
+    args: argparse.Namespace, carried: Sequence[str] | None = None, **overrides: Any
+) -> Scenario:
+    """The :class:`Scenario` of the flags added by :func:`add_scenario_flags`. ``carried``:
+    the fields the command uses; a flag of another field set away from its default is
+    refused (a live run does not simulate episodes or background load, say), rather than
+    silently ignored."""
     values: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     for key, v in vars(args).items():
@@ -299,4 +306,14 @@ def scenario_from_args(args: argparse.Namespace, **overrides: Any) -> Scenario:
     for name, kw in nested.items():
         values[name] = replace(getattr(base, name), **kw)
     values.update(overrides)
-    return Scenario(**values)
+    sc = Scenario(**values)
+    if carried is not None:
+        for f in fields(Scenario):
+            keep = f.name in (*carried, *overrides)
+            if not keep and getattr(sc, f.name) != getattr(base, f.name):
+                flag = f"--{f.name.replace('_', '-')}" + ("-*" if f.name in nested else "")
+                raise InputError(
+                    f"{flag}: not used by this command (it takes the scenario's "
+                    f"{', '.join(carried)}); leave it at its default"
+                )
+    return sc

@@ -19,6 +19,7 @@ from edgeml.runtime.speed import PACES
 
 # Scenario fields a live run takes from elsewhere: the bundle argument, the link's trace.
 SOURCE_FIELDS = ("bundle", "traces", "trace_split", "families")
+LIVE_FIELDS = ("input_rate", "deadline_ms", "edge_slowdown", "rtt_ms", "codec")  # it carries
 
 __all__ = [
     "add_demo_args",
@@ -185,10 +186,11 @@ def _add_live_run_args(p: argparse.ArgumentParser, inputs_help: str, out: str) -
     add_scenario_flags(p, skip=SOURCE_FIELDS)
 
 
-def _live_run_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields that ``--bundle``, ``--policy`` and :func:`_add_live_run_args` set."""
-    sc = scenario_from_args(args, bundle=args.bundle)
-    return {
+def _live_run_fields(args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """The config fields that ``--bundle``, ``--policy`` and :func:`_add_live_run_args` set
+    (and the scenario fields ``extra``); other scenario flags are refused."""
+    sc = scenario_from_args(args, (*LIVE_FIELDS, *extra), bundle=args.bundle)
+    return {**{name: getattr(sc, name) for name in extra},
         "bundle": args.bundle, "policy": args.policy,
         "baselines": tuple(b for b in args.baselines.split(",") if b), "inputs": args.inputs,
         "rate": sc.input_rate, "deadline_ms": sc.deadline_ms, "edge_slowdown": sc.edge_slowdown,
@@ -221,8 +223,9 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgeml.runtime.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(**_live_run_fields(args), trace=args.trace, time_budget_s=args.time_budget_s)
     try:
+        fields = _live_run_fields(args)
+        cfg = DemoConfig(**fields, trace=args.trace, time_budget_s=args.time_budget_s)
         return run_demo(cfg)
     except (ValueError, OSError) as exc:
         print(f"edgeml demo: {exc}", file=sys.stderr)
@@ -254,14 +257,11 @@ def add_emulate_args(p: argparse.ArgumentParser) -> None:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from edgeml.runtime.emulate import EmulateConfig, EmulationError, run_emulate
 
-    cfg = EmulateConfig(
-        **_live_run_fields(args),
-        traces=tuple(args.trace),
-        offset_s=args.offset_s,
-        port=args.port,
-        repeats=args.repeats,
-    )
     try:
+        cfg = EmulateConfig(
+            **_live_run_fields(args), traces=tuple(args.trace), offset_s=args.offset_s,
+            port=args.port, repeats=args.repeats,
+        )  # fmt: skip
         return run_emulate(cfg)
     except (ValueError, OSError, EmulationError) as exc:
         print(f"edgeml emulate: {exc}", file=sys.stderr)
@@ -291,9 +291,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     try:
         cfg = FleetConfig(
-            **_live_run_fields(args), edges=args.edges, rounds=args.rounds, traces=args.traces,
-            max_batch=args.max_batch, max_wait_us=args.max_wait_us,
-            cloud_speedup=args.cloud_speedup,
+            **_live_run_fields(args, "cloud_speedup"), edges=args.edges, rounds=args.rounds,
+            traces=args.traces, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
         )  # fmt: skip
         return run_fleet_live(cfg)
     except (InputError, ValueError, OSError, RuntimeError) as exc:
