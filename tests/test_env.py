@@ -174,6 +174,30 @@ def test_a_call_overhead_lengthens_offloads_and_what_the_edge_measures(
     assert np.percentile(drawn, 90) > 1.8 * mean  # spread, not a constant
 
 
+def test_an_offload_without_a_reply_teaches_the_edge_only_the_bytes_over_its_wait(
+    profiled_bundle: Bundle,
+) -> None:
+    """As the daemon measures: an upload answered by the give-up time is a throughput
+    sample; one the cloud did not answer in time (here a cloud 1000x too slow) is only the
+    bytes over the time waited, however early the upload had finished."""
+    mbps, seen = 50.0, {}
+    for speedup in (1.0, 0.001):
+        env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(mbps, 600)],
+                           load=NO_LOAD, probe_interval_s=1e4, grace_ms=0.0,
+                           cloud_speedup=speedup)  # fmt: skip
+        env.reset(seed=0)
+        obs, _, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))
+        seen[speedup] = info, 10 ** (2 * float(obs[0]))  # the newest measurement slot
+    (fast, got_fast), (slow, got_slow) = seen[1.0], seen[0.001]
+    assert fast["where"] == "cloud" and got_fast == pytest.approx(mbps, rel=1e-4)
+    assert slow["where"] == "fallback" and slow["bytes"] == fast["bytes"]
+    pre_ms = env.cost.breakdown(0, env.n_exits - 1, env.n_exits - 1, True, "int8").edge_ms
+    pre_ms += env.cost.breakdown(0, env.n_exits - 1, env.n_exits - 1, True, "int8").encode_ms
+    waited_s = (100.0 - pre_ms) / 1000.0
+    assert got_slow == pytest.approx(slow["bytes"] * 8 / waited_s / 1e6, rel=1e-3)
+    assert got_slow < mbps / 10
+
+
 def test_observation_holds_measured_not_true_bandwidth(profiled_bundle: Bundle) -> None:
     # 10 Mbps for 50 s, then 0.5 Mbps; no probes after the start: the edge cannot know.
     trace = Trace("step_x.csv", np.array([10.0] * 50 + [0.5] * 50))

@@ -81,6 +81,10 @@ class Pending:
     arrival_ms: float
     reply_ms: float
     give_up_ms: float = math.inf
+    # what the edge measures once the answer is known: ``(when, Mbps)`` of the transfer if
+    # the cloud answers by ``give_up_ms``; without an answer the daemon has only the bytes
+    # over the time it waited (a censored sample), however early the upload had finished
+    measured: tuple[float, float] | None = None
 
     @property
     def sent(self) -> bool:
@@ -245,7 +249,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             d = self.trace.transfer_s(nbytes, send_t, max_s=budget_s)
             p.give_up_ms = give_up
             if math.isfinite(d):
-                self._pending.append(self._measured(send_t, d, nbytes, over))
+                p.measured = self._measured(send_t, d, nbytes, over)
                 p.arrival_ms = pre + d * 1000.0 + (sc.rtt_ms + over) / 2.0
                 p.reply_ms = pre + d * 1000.0 + sc.rtt_ms + over + self._far[s][e][ti][j]
             elif budget_s > 0:  # a transfer cut off: the edge learns what it got through
@@ -266,6 +270,10 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             reply = math.inf if cloud.expired else reply + cloud.extra_ms
             self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
         out = self.rule.resolve(s, e, j, p.offloaded, p.pre_ms, reply, p.nbytes, load)
+        if p.measured is not None:  # as the daemon measures: the transfer, or a give-up
+            waited = (p.give_up_ms - p.pre_ms) / 1000.0
+            censored = (p.t + p.give_up_ms / 1000.0, p.nbytes * 8.0 / max(waited, 1e-9) / 1e6)
+            self._pending.append(p.measured if out.where == "cloud" else censored)
         latency = out.latency_ms
         if out.where == "fallback":
             correct, conf = self.outcomes.answer(out.exit_index, i)
