@@ -235,3 +235,25 @@ def test_fleet_env_steps_one_learning_edge_among_others(
         done, steps = term or trunc, steps + 1
         assert np.isfinite(reward) and info["edge"] == 0
     assert steps == scenario.episode_steps
+
+
+def test_an_edge_learns_the_clouds_load_from_replies_not_from_giving_up(
+    profiled_bundle: Bundle, edges: tuple[Scenario, list[Trace], CloudService]
+) -> None:
+    """As the daemon: a reply carries the load fields; an offload given up on carries none
+    (the edge keeps what it knew), so one lost request does not shut the cloud out."""
+    from edgeml.decision.cloud import CloudReply
+    from edgeml.decision.observation import CLOUD_SMOOTHING
+
+    scenario, traces, _ = edges
+    env = EdgeCloudEnv(scenario, bundle=profiled_bundle, traces=traces[1:2])
+    env.reset(seed=0)
+    offload = np.array([0, env.n_exits - 1, 0])
+    p = env.begin(offload)
+    assert p.sent
+    _, _, _, _, info = env.finish(p, CloudReply(400.0, 400.0, 9, expired=True))
+    assert info["where"] == "fallback" and env.know.cloud_wait_ms == 0.0
+    p = env.begin(offload)
+    env.finish(p, CloudReply(5.0, 8.0, 3))
+    assert env.know.cloud_wait_ms == pytest.approx(CLOUD_SMOOTHING * 8.0)
+    assert env.know.cloud_load == 3

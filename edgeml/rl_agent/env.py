@@ -268,7 +268,8 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             cloud = CloudReply(0.0, 0.0, 1)
         if cloud is not None:
             reply = math.inf if cloud.expired else reply + cloud.extra_ms
-            self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
+            if not cloud.expired:  # a reply's load fields; the daemon learns none at a give-up
+                self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
         out = self.rule.resolve(s, e, j, p.offloaded, p.pre_ms, reply, p.nbytes, load)
         if p.measured is not None:  # as the daemon measures: the transfer, or a give-up
             waited = (p.give_up_ms - p.pre_ms) / 1000.0
