@@ -390,7 +390,7 @@ def test_a_paced_server_takes_the_profiled_batch_time_over_its_speedup(profiled_
                 assert r.batch_size == 1
                 assert want <= r.compute_ms <= want * 1.1 + 5.0, (split, r.compute_ms, want)
             results = _concurrent(c, profiled_bundle, 4, split=m.exits[0])
-        for r in results:  # each batch's time is its rows' profiled time
-            assert r.compute_ms >= 0.95 * paced.batch_ms(m.exits[0], [(r.exit_block, True)])
+        for r in results:  # a batch takes at least the profiled time of each of its rows
+            assert r.compute_ms >= 0.95 * paced.batch_ms(m.exits[0], [(r.exit_block, False)])
     finally:
         srv.stop(0)
