@@ -59,10 +59,6 @@ class BatchingRule:
         return 0.0 if self.max_batch == 1 else self.max_wait_ms
 
 
-def _interp(sizes: np.ndarray, col: np.ndarray, n: float) -> float:
-    return float(np.interp(n, sizes, col))
-
-
 def _ratio(alone: Any, table_alone: list[float]) -> np.ndarray:
     """Per column, the cost model's alone time over the table's (1 where the table has 0)."""
     a, t = np.asarray(alone, dtype=np.float64), np.asarray(table_alone, dtype=np.float64)
@@ -95,15 +91,22 @@ class CloudService:
                 "re-run `edgeml profile BUNDLE`"
             )
         prof = profile or {}
-        sizes = np.asarray(cb["batch_sizes"], dtype=np.float64)
-        blocks = np.asarray(cb["blocks_ms"], dtype=np.float64)
-        heads = np.asarray(cb["heads_ms"], dtype=np.float64)
-        exits = tuple(int(b) for b in prof["exits"])
+        raw = cls(
+            np.asarray(cb["batch_sizes"], dtype=np.float64),
+            np.asarray(cb["blocks_ms"], dtype=np.float64),
+            np.asarray(cb["heads_ms"], dtype=np.float64),
+            tuple(int(b) for b in prof["exits"]),
+        )
+        blocks, heads = raw.blocks_ms, raw.heads_ms
         if "blocks_ms" in prof and "heads_ms" in prof:  # anchored to the cost model's batch 1
-            alone_h = [float(prof["heads_ms"][str(e)]) for e in exits]
-            blocks = blocks * _ratio(prof["blocks_ms"], [_interp(sizes, c, 1) for c in blocks.T])
-            heads = heads * _ratio(alone_h, [_interp(sizes, c, 1) for c in heads.T])
-        return cls(sizes, blocks / cloud_speedup, heads / cloud_speedup, exits)
+            alone_h = [float(prof["heads_ms"][str(e)]) for e in raw.exits]
+            blocks = blocks * _ratio(prof["blocks_ms"], raw._alone(blocks))
+            heads = heads * _ratio(alone_h, raw._alone(heads))
+        return cls(raw.sizes, blocks / cloud_speedup, heads / cloud_speedup, raw.exits)
+
+    def _alone(self, table: np.ndarray) -> list[float]:
+        """Every column of ``table`` at batch 1."""
+        return [self._at(table, col, 1) for col in range(table.shape[1])]
 
     def _at(self, table: np.ndarray, col: int, n: int) -> float:
         """``table[:, col]`` at batch ``n``: linear between measured sizes, beyond the

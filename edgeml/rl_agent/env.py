@@ -271,10 +271,12 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             if not cloud.expired:  # a reply's load fields; the daemon learns none at a give-up
                 self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
         out = self.rule.resolve(s, e, j, p.offloaded, p.pre_ms, reply, p.nbytes, load)
-        if p.measured is not None:  # as the daemon measures: the transfer, or a give-up
+        if p.measured is not None and out.where == "cloud":  # as the daemon measures
+            self._pending.append(p.measured)
+        elif p.measured is not None:  # no answer: the bytes over the time waited (censored)
             waited = (p.give_up_ms - p.pre_ms) / 1000.0
-            censored = (p.t + p.give_up_ms / 1000.0, p.nbytes * 8.0 / max(waited, 1e-9) / 1e6)
-            self._pending.append(p.measured if out.where == "cloud" else censored)
+            mbps = p.nbytes * 8.0 / max(waited, 1e-9) / 1e6
+            self._pending.append((p.t + p.give_up_ms / 1000.0, mbps))
         latency = out.latency_ms
         if out.where == "fallback":
             correct, conf = self.outcomes.answer(out.exit_index, i)

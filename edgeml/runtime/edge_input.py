@@ -211,8 +211,10 @@ class InputPath:
         r = out.result
         if r is not None:
             answer = Answer(r.class_id, r.confidence, r.exit_index, r.exit_block)
-            fields = {"cloud_batch": r.batch_size, "cloud_queued": r.queued}
-            return answer, "cloud", None, r.sent_bytes, {**fields, "cloud_running": r.running}
+            fields = {
+                "cloud_batch": r.batch_size, "cloud_queued": r.queued, "cloud_running": r.running,
+            }  # fmt: skip
+            return answer, "cloud", None, r.sent_bytes, fields
         answer, compute, extra = self._fallback(hidden, s, e, tau, deadline, load)
         lat["fallback_compute"] = compute * 1e3
         lat["slowdown_sleep"] += extra * 1e3
