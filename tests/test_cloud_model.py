@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from edgeml.bundle import Bundle
+from edgeml.decision.action import Action
 from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudService
 from edgeml.decision.policies import World, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.rl_agent import evaluate as ev
 from edgeml.rl_agent.env import EdgeCloudEnv
-from edgeml.rl_agent.fleet import FleetEnv
+from edgeml.rl_agent.fleet import EdgeEpisode, Fleet, FleetEnv, fleet_rng
 from edgeml.rl_agent.traces import Trace
 from edgeml.transport.batching import Batcher, Job
 
@@ -257,3 +258,37 @@ def test_an_edge_learns_the_clouds_load_from_replies_not_from_giving_up(
     env.finish(p, CloudReply(5.0, 8.0, 3))
     assert env.know.cloud_wait_ms == pytest.approx(CLOUD_SMOOTHING * 8.0)
     assert env.know.cloud_load == 3
+
+
+def test_an_edge_that_stays_local_learns_the_clouds_load_from_its_probes(
+    profiled_bundle: Bundle, edges: tuple[Scenario, list[Trace], CloudService]
+) -> None:
+    """As the daemon's prober: a probe is a request to the shared cloud (it queues and
+    batches with the others' offloads) and its reply's load fields reach the edge, so an
+    edge that backed off still sees the cloud fill and empty. Edge 0 stays local among
+    seven edges that offload everything to a cloud 20x slower than profiled."""
+    scenario, traces, service = edges
+    scenario = replace(scenario, probe_interval_s=0.5)
+    envs = [EdgeCloudEnv(scenario, bundle=profiled_bundle, traces=traces) for _ in range(8)]
+    world = envs[0].world
+    local, cloud = make_policy("edge_only", world), make_policy("cloud_only", world)
+    slow = CloudService.from_profile(profiled_bundle.profile, 0.05)
+    fleet = Fleet(envs, slow, BatchingRule(), planned=service)
+    eps = [EdgeEpisode(traces[i % len(traces)].name, 10.0 * i, i) for i in range(8)]
+    fleet.reset(eps, fleet_rng(0))
+    fleet.cloud.keep_batches = True
+    seen: list[tuple[float, float]] = []
+
+    def decide(i: int, env: EdgeCloudEnv) -> Action:
+        if i == 0:
+            seen.append((env.know.cloud_wait_ms, env.know.cloud_load))
+            return env.act(local)
+        return env.act(cloud)
+
+    fleet.play(decide, lambda i, r, info: None)
+    waits, loads = np.array(seen).T
+    assert waits.max() > 20.0 and loads.max() >= 3  # the others' queue, seen by probing
+    # edge 0 sends nothing but probes, and the cloud ran them at the probe split
+    probes = [j for b in fleet.cloud.batches for j in b if j.owner.edge == 0]
+    assert len(probes) >= 5
+    assert {j.key for j in probes} == {(envs[0].probe_split, envs[0].n_exits - 1)}

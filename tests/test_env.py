@@ -198,6 +198,34 @@ def test_an_offload_without_a_reply_teaches_the_edge_only_the_bytes_over_its_wai
     assert got_slow < mbps / 10
 
 
+def test_an_edge_that_stays_local_probes_as_the_daemons_prober_does(
+    profiled_bundle: Bundle,
+) -> None:
+    """A probe starts once nothing was measured for ``probe_interval_s`` since the newest
+    measurement (the daemon's ``should_probe``), which comes with the probe's reply: so the
+    probes are one interval plus one probe's round trip apart (not two intervals, as a fixed
+    grid would skip every other slot), and each sends the daemon's probe tensor: the int8
+    cut closest to ``probe_bytes``, not ``probe_bytes`` itself."""
+    mbps = 0.1  # a probe takes ~0.4 s here: long enough to tell the sizes apart
+    env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(mbps, 600)], load=NO_LOAD,
+                       probe_interval_s=1.0)  # fmt: skip
+    env.reset(seed=0)
+    local = np.array([env.n_splits - 1, 0, 0])
+    ends = [t for t, _ in env.know.meas]
+    for _ in range(100):  # 10 s on the edge
+        env.step(local)
+        ends += [t for t, _ in env.know.meas if t > ends[-1]]
+    nbytes = env.cost.probe_bytes(env.scenario.probe_bytes)
+    cost = env.cost
+    assert nbytes == cost.bytes[cost.codec_index("int8")][cost.probe_split(4000.0)] != 4000.0
+    last = env.n_exits - 1
+    cloud = cost.breakdown(env.probe_split, last, last, True, "int8")
+    far_ms = env.scenario.rtt_ms + cloud.decode_ms + cloud.cloud_ms
+    trip = nbytes * 8 / (mbps * 1e6) + far_ms / 1e3
+    gaps = np.diff(ends)
+    assert len(gaps) >= 9 and np.allclose(gaps, 1.0 + trip, atol=1e-6)
+
+
 def test_observation_holds_measured_not_true_bandwidth(profiled_bundle: Bundle) -> None:
     # 10 Mbps for 50 s, then 0.5 Mbps; no probes after the start: the edge cannot know.
     trace = Trace("step_x.csv", np.array([10.0] * 50 + [0.5] * 50))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,3 +372,30 @@ def test_live_prediction_takes_this_machines_cloud_and_the_edges_pace() -> None:
     # the same transfer (the tensor leaves later when the edge is slower; 80 Mbps is flat)
     assert measured - profile == pytest.approx(0.5 * (b.edge_ms + b.encode_ms), rel=1e-6)
     assert profile - base == pytest.approx(b.decode_ms + b.cloud_ms, rel=1e-6)
+
+
+def test_a_probe_the_link_does_not_carry_is_a_censored_sample(tmp_path: Path) -> None:
+    """A probe that times out on the link teaches the edge the probe's bytes over its
+    timeout (an upper bound on the rate), as the simulator's edge records it, instead of
+    nothing (the estimate would keep the link's last good samples through an outage)."""
+    from edgeml.assets import default_bundle
+    from edgeml.partition.cost import CostModel
+    from edgeml.runtime.cloud_link import CloudLink
+    from edgeml.runtime.edge_config import EdgeConfig
+    from edgeml.runtime.metrics import EdgeMetrics
+
+    bundle = Bundle.load(default_bundle(), weights=False)
+    cost = CostModel.from_bundle(bundle)
+    cfg = EdgeConfig(bundle=str(default_bundle()), cloud="127.0.0.1:1", policy="edgent",
+                     link_rtt_ms=40.0)  # fmt: skip
+    link = CloudLink(cfg, bundle, cost, EdgeMetrics(1.0), history=4)
+    try:
+        link.link = TraceLink(Trace("out_1.csv", np.zeros(10)), 40.0, sleep=lambda _s: None)
+        link.probe_once()
+        (sample,) = link.estimator.samples()
+        timeout_s = cfg.scenario.probe_timeout_s
+        tensor = cost.bytes[cost.codec_index("int8")][cost.probe_split(cfg.probe_bytes)]
+        assert sample.censored
+        assert sample.mbps * 1e6 * timeout_s / 8 == pytest.approx(tensor, abs=400)
+    finally:
+        link.close()

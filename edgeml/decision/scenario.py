@@ -113,8 +113,11 @@ class Scenario:
         probability given level and stop exit: same mean, less noise; for training).
     :param history: measured throughputs kept in the observation.
     :param probe_interval_s: probe the link when nothing was measured for this long.
-    :param probe_bytes: size of a throughput probe.
-    :param probe_timeout_s: a probe not answered by then counts as the throughput it got.
+    :param probe_bytes: size of a throughput probe: it sends the int8 cut closest to it
+        (:meth:`~edgeml.partition.cost.CostModel.probe_split`), answered at the last exit,
+        and its reply carries the cloud's load as an offload's does.
+    :param probe_timeout_s: a probe the link does not carry by then counts as its bytes over
+        this time (a censored sample: the link is that slow at most).
     :param stream: the input difficulty regime process (simulator).
     :param load: the edge's background load process (simulator).
     """

@@ -380,6 +380,21 @@ class CostModel:
         )
         return self.edge_compute_ms * load + offload
 
+    def probe_split(self, target_bytes: float) -> int:
+        """The split a throughput probe sends: the one whose int8 tensor is closest to
+        ``target_bytes``, below the last (split N sends nothing); 0 without int8 sizes."""
+        if "int8" not in self._codec_index:
+            return 0
+        sizes = self.bytes[self._codec_index["int8"]]
+        return min(range(self.num_blocks), key=lambda s: abs(sizes[s] - target_bytes))
+
+    def probe_bytes(self, target_bytes: float) -> float:
+        """Bytes of the probe :meth:`probe_split` picks (``target_bytes`` without int8
+        sizes): what the daemon's probe sends, so what the simulator's edge measures."""
+        if "int8" not in self._codec_index:
+            return float(target_bytes)
+        return float(self.bytes[self._codec_index["int8"]][self.probe_split(target_bytes)])
+
     def fallback_exits(self, split: int, exit_index: int) -> list[int]:
         """Exits a local fallback from ``split`` may answer at: past ``split``, up to
         ``exit_index`` if any (else the ones past it: the edge must answer somewhere)."""

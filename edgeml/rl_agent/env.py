@@ -10,10 +10,14 @@ recent latencies and answers, the input's difficulty feature, the edge's load an
 deadline (an :class:`~edgeml.decision.observation.EdgeKnowledge`, the class the edge daemon
 fills from real measurements; the table of entries is in that module).
 
-Throughput is measured only by the edge's own transfers: every offload, and a small probe
-the edge sends when it has measured nothing for ``probe_interval_s`` (so a policy that
-stays on the edge does not blind itself and the baselines for ever). RTT is the constant
-``rtt_ms`` here.
+Throughput is measured only by the edge's own transfers, as the daemon measures them
+(each sample when its reply is back): every offload, and a probe the edge sends when it has
+measured nothing for ``probe_interval_s`` (so a policy that stays on the edge does not blind
+itself and the baselines for ever). A probe is the daemon's: the int8 tensor of the cut
+closest to ``probe_bytes``, answered by the cloud at the last exit; its reply also carries
+the cloud's load (a shared cloud's, through :attr:`EdgeCloudEnv.probe_sink`). A transfer
+that gets no answer is a censored sample, its bytes over the time waited. RTT is the
+constant ``rtt_ms`` here.
 
 Reward per input and the outcome of an offload come from the decision core
 (:mod:`edgeml.decision.outcome`), the very rule the edge daemon runs: an offload not answered
@@ -34,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +60,7 @@ from edgeml.rl_agent.traces import Trace, load_traces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV_ID", "EdgeCloudEnv", "Pending", "make_env"]
+__all__ = ["ENV_ID", "EdgeCloudEnv", "Pending", "ProbeJob", "make_env"]
 
 
 @dataclass
@@ -81,15 +86,36 @@ class Pending:
     arrival_ms: float
     reply_ms: float
     give_up_ms: float = math.inf
-    # what the edge measures once the answer is known: ``(when, Mbps)`` of the transfer if
-    # the cloud answers by ``give_up_ms``; without an answer the daemon has only the bytes
-    # over the time it waited (a censored sample), however early the upload had finished
-    measured: tuple[float, float] | None = None
+    # the upload started before the give-up (the edge measures something once it ends)
+    left: bool = False
+    # the Mbps of the transfer, if it finished: the edge's sample (at the reply) when the
+    # cloud answers by ``give_up_ms``; without an answer the daemon has only the bytes over
+    # the time it waited (:meth:`censored`), however early the upload had finished
+    measured: float | None = None
+
+    def censored(self) -> tuple[float, float]:
+        """What an edge that got no answer measures: ``(when, Mbps)`` of the bytes over
+        the time it waited (an upper bound on the link's rate)."""
+        waited = (self.give_up_ms - self.pre_ms) / 1000.0
+        return self.t + self.give_up_ms / 1000.0, self.nbytes * 8.0 / max(waited, 1e-9) / 1e6
 
     @property
     def sent(self) -> bool:
         """The tensor reached the cloud."""
         return math.isfinite(self.arrival_ms)
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """A probe on its way to a shared cloud, in s into ``env``'s episode (the clock of
+    :attr:`EdgeCloudEnv.time_s`): when it reaches the cloud, when its reply is back if the
+    cloud takes it at once and alone, and when the edge stops waiting for it
+    (``probe_timeout_s`` after it left)."""
+
+    env: EdgeCloudEnv
+    arrival_s: float
+    reply_s: float
+    give_up_s: float
 
 
 ENV_ID = "edgeml/EdgeCloud-v0"
@@ -168,6 +194,13 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._far = self.costs.far_ms.tolist()
         self._off = self.costs.offloaded.tolist()
         self._bytes = self.costs.bytes.tolist()
+        # the daemon's probe: the int8 tensor of its probe split, answered at the last exit
+        self._probe_bytes = self.cost.probe_bytes(sc.probe_bytes)
+        self.probe_split = self.cost.probe_split(sc.probe_bytes)
+        last = self.n_exits - 1
+        self._probe_far = self._far[self.probe_split][last][0][last]  # TAUS[0] is 1.0
+        # a shared cloud takes the probes (the fleet sets it); None: a cloud of its own
+        self.probe_sink: Callable[[ProbeJob], None] | None = None
         self._stop = self.outcomes.stop.tolist()
         self._correct = self.outcomes.correct.tolist()
         self._conf = self.outcomes.conf.tolist()
@@ -214,8 +247,9 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self.know = self.world.knowledge()
         self.know.sim = self
         self._pending: list[tuple[float, float]] = []
-        self._last_meas_t = -math.inf
-        self._next_probe = self._t - sc.history * sc.probe_interval_s
+        self._reports: list[tuple[float, CloudReply]] = []  # probe replies not yet read
+        # as the daemon's start-up: ``history`` probes before the first input
+        self._last_meas_t = self._t - (sc.history + 1) * sc.probe_interval_s
         self._advance_probes(self._t)
         return self._obs(), self._info_reset()
 
@@ -248,12 +282,11 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             budget_s = max(give_up - pre - over, 0.0) / 1000.0
             d = self.trace.transfer_s(nbytes, send_t, max_s=budget_s)
             p.give_up_ms = give_up
+            p.left = budget_s > 0
             if math.isfinite(d):
-                p.measured = self._measured(send_t, d, nbytes, over)
+                p.measured = self._measured(d, nbytes, over)
                 p.arrival_ms = pre + d * 1000.0 + (sc.rtt_ms + over) / 2.0
                 p.reply_ms = pre + d * 1000.0 + sc.rtt_ms + over + self._far[s][e][ti][j]
-            elif budget_s > 0:  # a transfer cut off: the edge learns what it got through
-                self._pending.append((send_t + budget_s, self.trace.mean_mbps(send_t, budget_s)))
         return p
 
     def finish(
@@ -271,12 +304,10 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             if not cloud.expired:  # a reply's load fields; the daemon learns none at a give-up
                 self.know.record_cloud(cloud.queue_ms, cloud.extra_ms, cloud.load)
         out = self.rule.resolve(s, e, j, p.offloaded, p.pre_ms, reply, p.nbytes, load)
-        if p.measured is not None and out.where == "cloud":  # as the daemon measures
-            self._pending.append(p.measured)
-        elif p.measured is not None:  # no answer: the bytes over the time waited (censored)
-            waited = (p.give_up_ms - p.pre_ms) / 1000.0
-            mbps = p.nbytes * 8.0 / max(waited, 1e-9) / 1e6
-            self._pending.append((p.t + p.give_up_ms / 1000.0, mbps))
+        if p.measured is not None and out.where == "cloud":  # as the daemon: at the reply
+            self._pending.append((p.t + reply / 1000.0, p.measured))
+        elif p.left:  # no answer (a reply too late, or an upload cut off): censored
+            self._pending.append(p.censored())
         latency = out.latency_ms
         if out.where == "fallback":
             correct, conf = self.outcomes.answer(out.exit_index, i)
@@ -377,34 +408,67 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             return 0.0
         return float(self._stack_rng.exponential(self.scenario.call_overhead_ms))
 
-    def _measured(
-        self, start: float, d: float, nbytes: float, over_ms: float
-    ) -> tuple[float, float]:
-        """``(when, Mbps)`` the edge measures for ``nbytes`` sent at ``start`` that took ``d``
-        s on the link and ``over_ms`` in the stack (counted, as by the live estimator)."""
-        took = d + over_ms / 1000.0
-        return start + took, nbytes * 8.0 / max(took, 1e-9) / 1e6
+    def _measured(self, d: float, nbytes: float, over_ms: float) -> float:
+        """The Mbps the edge measures for ``nbytes`` that took ``d`` s on the link and
+        ``over_ms`` in the stack (counted, as by the live estimator)."""
+        return nbytes * 8.0 / max(d + over_ms / 1000.0, 1e-9) / 1e6
+
+    def report_probe(self, t: float, reply: CloudReply) -> None:
+        """A shared cloud's reply to a probe (:attr:`probe_sink`), back ``t`` s into the
+        episode (:attr:`time_s`'s clock)."""
+        self._reports.append((self._t0 + t, reply))
+
+    def _probe(self, due: float) -> None:
+        """Send a probe at ``due`` (env s): the daemon's probe tensor, answered at the last
+        exit. Its throughput sample comes with the reply, as does the cloud's load, which a
+        shared cloud (:attr:`probe_sink`) reports; one that the link does not carry within
+        ``probe_timeout_s`` is a censored sample, its bytes over its timeout."""
+        sc = self.scenario
+        budget, nbytes = sc.probe_timeout_s, self._probe_bytes
+        d = self.trace.transfer_s(nbytes, due, max_s=budget)
+        if not math.isfinite(d):
+            self._pending.append((due + budget, nbytes * 8.0 / budget / 1e6))
+            return
+        over = self._call_ms()
+        half = (sc.rtt_ms + over) / 2000.0
+        reply = due + d + 2 * half + self._probe_far / 1000.0
+        self._pending.append((reply, self._measured(d, nbytes, over)))
+        if self.probe_sink is None:  # a cloud of its own: idle, the probe alone
+            self._reports.append((reply, CloudReply(0.0, 0.0, 1)))
+        else:
+            t0 = self._t0
+            self.probe_sink(ProbeJob(self, due + d + half - t0, reply - t0, due + budget - t0))
 
     def _advance_probes(self, now: float) -> None:
-        """Launch due probes up to ``now`` and publish every measurement finished by then."""
-        sc = self.scenario
-        while self._next_probe <= now:
-            tp = self._next_probe
-            if tp - self._last_meas_t >= sc.probe_interval_s - 1e-9:
-                budget = sc.probe_timeout_s
-                d = self.trace.transfer_s(sc.probe_bytes, tp, max_s=budget)
-                if math.isfinite(d):
-                    self._pending.append(self._measured(tp, d, sc.probe_bytes, self._call_ms()))
-                else:
-                    self._pending.append((tp + budget, self.trace.mean_mbps(tp, budget)))
-                self._last_meas_t = tp  # a probe in flight counts: no second one
-            self._next_probe = tp + sc.probe_interval_s
-        if self._pending:
-            done = sorted(p for p in self._pending if p[0] <= now)
-            if done:
-                self._pending = [p for p in self._pending if p[0] > now]
-                self.know.meas.extend(done)  # deque keeps the newest ``history``
-                self._last_meas_t = max(self._last_meas_t, done[-1][0])
+        """Publish, in time order up to ``now``, every measurement and probe reply back by
+        then, and send the probes due in between: as the daemon's prober, a probe starts
+        once nothing was measured for ``probe_interval_s`` since the newest measurement
+        (or since the last probe started)."""
+        interval = self.scenario.probe_interval_s
+        while True:
+            due = self._last_meas_t + interval
+            first = min(self._pending) if self._pending else (math.inf, 0.0)
+            if min(due, first[0]) > now:
+                break
+            if first[0] <= due:
+                self._pending.remove(first)
+                self.know.meas.append(first)  # deque keeps the newest ``history``
+                self._last_meas_t = max(self._last_meas_t, first[0])
+                continue
+            self._last_meas_t = due  # a probe in flight counts: no second one
+            self._probe(due)
+        self.read_reports(now)
+
+    def read_reports(self, now: float | None = None) -> None:
+        """Take in the probe replies back by ``now`` (env s; None: the current input's
+        start), oldest first."""
+        now = self._t if now is None else now
+        if self._reports:
+            back = sorted((r for r in self._reports if r[0] <= now), key=lambda r: r[0])
+            self._reports = [r for r in self._reports if r[0] > now]
+            for _, rep in back:
+                if not rep.expired:
+                    self.know.record_cloud(rep.queue_ms, rep.extra_ms, rep.load)
 
     def _obs(self) -> np.ndarray:
         step = min(self._step, self.scenario.episode_steps - 1)

@@ -8,7 +8,9 @@ arrives (frames at ``input_rate``, each edge at its own phase), its tensor reach
 ``pre + transfer + rtt/2`` later, waits for a batch, and its reply comes back ``rtt/2``
 after the batch ends, later than alone by the queue wait and the batch's longer run; an edge
 that has no reply by its give-up time answers locally (the outcome rule), and the cloud runs
-its request anyway unless the request's deadline passed first.
+its request anyway unless the request's deadline passed first. The edges' link probes are
+requests too (the probe split, the last exit): they queue and batch with the offloads, and
+their replies tell an edge that stays local how loaded the cloud is.
 
 With one edge nobody shares the cloud: every request runs at once at batch 1 and
 :meth:`Fleet.play` gives exactly what :meth:`EdgeCloudEnv.step` gives.
@@ -31,7 +33,7 @@ import numpy as np
 
 from edgeml.decision.action import TAUS, Action
 from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudReply, CloudService
-from edgeml.rl_agent.env import EdgeCloudEnv, Pending
+from edgeml.rl_agent.env import EdgeCloudEnv, Pending, ProbeJob
 
 __all__ = ["EdgeEpisode", "Fleet", "FleetEnv", "fleet_rng", "frame_phases"]
 
@@ -73,6 +75,16 @@ class _Open:
     done: bool = False
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """A probe in the cloud: its edge, and when (fleet ms) its reply is back if the cloud
+    takes it at once and alone, and when the edge stops waiting for it."""
+
+    edge: int
+    reply_ms: float
+    give_up_ms: float
+
+
 @dataclass
 class Fleet:
     """``envs`` (one per edge) on one cloud; see the module docstring.
@@ -97,6 +109,8 @@ class Fleet:
         self.phases_ms = [0.0] * len(self.envs)  # each edge's first frame (ms), see reset
         self._flying: set[CloudJob] = set()  # sent, not yet arrived
         self.exit_blocks = tuple(self.service.exits)
+        self._now_ms = -math.inf  # the fleet's clock: the event being handled
+        self._index: dict[int, int] = {}  # id(env) -> its edge
 
     @property
     def n(self) -> int:
@@ -110,11 +124,14 @@ class Fleet:
         self.cloud = CloudModel(self.service, self.rule)
         self._heap.clear()
         self._flying.clear()
+        self._now_ms = -math.inf
+        self._index = {id(env): i for i, env in enumerate(self.envs)}
+        self.phases_ms = frame_phases(self.n, 1000.0 / self.envs[0].scenario.input_rate, rng)
         obs = []
         for env, ep in zip(self.envs, episodes, strict=True):
+            env.probe_sink = self._probe  # the edges' probes go to this cloud too
             o, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
             obs.append(o)
-        self.phases_ms = frame_phases(self.n, 1000.0 / self.envs[0].scenario.input_rate, rng)
         for i, phase in enumerate(self.phases_ms):
             self._push(phase, _DECIDE, i)
         return obs
@@ -132,11 +149,13 @@ class Fleet:
             t_cloud = self.cloud.next_event_ms()
             t_edge = self._heap[0][0] if self._heap else math.inf
             if t_cloud <= t_edge and t_cloud < math.inf:
+                self._now_ms = t_cloud
                 self._replies(self.cloud.advance(t_cloud), record)
                 continue
             if not self._heap:
                 return None
             t, _, kind, what = heapq.heappop(self._heap)
+            self._now_ms = t
             if kind == _ARRIVE:
                 self._flying.discard(what)
                 self._replies(self.cloud.advance(t), record)
@@ -153,6 +172,7 @@ class Fleet:
                 env = self.envs[i]
                 if env._step >= env.scenario.episode_steps:
                     continue
+                env.read_reports()  # the probe replies back by now
                 if i == learner:
                     return t
                 self.begin(i, decide(i, env), t, record)
@@ -190,18 +210,51 @@ class Fleet:
         env = self.envs[i]
         return self.phases_ms[i] + env.time_s * 1000.0
 
+    def _probe(self, probe: ProbeJob) -> None:
+        """An edge's probe (:attr:`EdgeCloudEnv.probe_sink`): a request at the probe split
+        and the last exit, as the daemon's. One the edge sent while its input was in
+        flight reaches the cloud no earlier than now (the fleet handles inputs whole)."""
+        i = self._index[id(probe.env)]
+        at = self.phases_ms[i]
+        job = CloudJob(
+            key=(probe.env.probe_split, len(self.exit_blocks) - 1),
+            arrival_ms=max(at + probe.arrival_s * 1000.0, self._now_ms),
+            stop_block=self.exit_blocks[-1], expires_ms=at + probe.give_up_s * 1000.0,
+            owner=_Probe(i, at + probe.reply_s * 1000.0, at + probe.give_up_s * 1000.0),
+        )  # fmt: skip
+        self._flying.add(job)
+        self._push(job.arrival_ms, _ARRIVE, job)
+
     def _replies(self, jobs: list[CloudJob], record: Record) -> None:
         for job in jobs:
+            if isinstance(job.owner, _Probe):
+                self._probe_reply(job)
+                continue
             o: _Open = job.owner
             if o.done:
                 continue  # the edge gave up on it already
             p = o.pending
             if job.expired:
                 continue  # dropped unrun at the deadline: the give-up answers it
-            alone = (self.planned or self.service).alone_ms(p.split, job.stop_block, job.early)
-            extra = max(job.done_ms - job.arrival_ms - alone, 0.0)
             load = job.queued_at_done + job.batch_size  # the reply's queued + running
-            self._finish(o, CloudReply(job.queue_ms, extra, load), record)
+            self._finish(o, CloudReply(job.queue_ms, self._extra(job, p.split), load), record)
+
+    def _extra(self, job: CloudJob, split: int) -> float:
+        """How much later than alone the cloud answered ``job`` (against the plan)."""
+        alone = (self.planned or self.service).alone_ms(split, job.stop_block, job.early)
+        return max(job.done_ms - job.arrival_ms - alone, 0.0)
+
+    def _probe_reply(self, job: CloudJob) -> None:
+        """A probe's reply: its load fields reach the edge when the reply is back, unless
+        the cloud dropped it or it came after the edge stopped waiting."""
+        probe: _Probe = job.owner
+        env = self.envs[probe.edge]
+        extra = self._extra(job, env.probe_split)
+        back = probe.reply_ms + extra
+        if job.expired or back > probe.give_up_ms:
+            return
+        reply = CloudReply(job.queue_ms, extra, job.queued_at_done + job.batch_size)
+        env.report_probe((back - self.phases_ms[probe.edge]) / 1000.0, reply)
 
     def _finish(self, o: _Open, reply: CloudReply, record: Record) -> None:
         o.done = True

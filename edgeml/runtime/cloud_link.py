@@ -86,13 +86,13 @@ class CloudLink:
         self.down = False
         self._last_reconnect = 0.0
         self._overhead = 160  # request bytes beyond the tensor's; learnt from the first reply
-        self._probe_split = self._pick_probe_split()
+        self._probe_split = cost.probe_split(config.probe_bytes)
         self._loads: list[CloudReply] = []  # cloud load reports not yet read (under lock)
 
     def cloud_reports(self) -> list[CloudReply]:
-        """The cloud load reports of the edge's offloads since the last call, oldest first
-        (not the probes': the simulator's edge learns the cloud's state only from its
-        offloads, and the daemon keeps to the same world)."""
+        """The cloud load reports of the edge's offloads and probes since the last call,
+        oldest first (an edge that stays local still learns when the cloud is free again,
+        as the simulator's edge does from its probes)."""
         with self.lock:
             out, self._loads = self._loads, []
         return out
@@ -131,15 +131,6 @@ class CloudLink:
             ),  # fmt: skip
             weights_sha256=self.bundle.weights_sha256,
         )
-
-    def _pick_probe_split(self) -> int:
-        """The split whose tensor (in int8) is closest to ``probe_bytes``, below the last."""
-        cost = self.cost
-        if "int8" not in cost.codecs:
-            return 0
-        sizes = cost.bytes[cost.codec_index("int8")]
-        cands = range(cost.num_blocks)  # split N sends nothing
-        return min(cands, key=lambda s: abs(sizes[s] - self.config.probe_bytes))
 
     def close(self) -> None:
         if self._own_client:
@@ -248,10 +239,18 @@ class CloudLink:
     # ------------------------------------------------------------------ probes
 
     def probe_once(self) -> None:
-        """A health ping (RTT) and a ~probe_bytes request (throughput) over the link."""
+        """A health ping (RTT) and a ~probe_bytes request (throughput) over the link.
+
+        A probe the link does not carry within ``probe_timeout_s`` is a censored sample,
+        its bytes over its timeout (as a timed-out offload is, and as the simulator's edge
+        records it): the link is that slow at most, and an edge that stays local learns so.
+        """
         with self.lock:
             self.estimator.mark_probe()
         deadline_s = self.config.scenario.probe_timeout_s
+        p = self._probe_split
+        enc = encode(np.zeros((1, *self.bundle.manifest.cut_points[p].shape), np.float32), "int8")
+        in_call = False  # a deadline before the call is an unreachable cloud, not a slow link
         try:
             t0 = time.monotonic()
             if self.link is not None:
@@ -261,11 +260,9 @@ class CloudLink:
                 self.link.receive(t0 + deadline_s)
             with self.lock:
                 self.estimator.observe(64, time.monotonic() - t0)
-            p = self._probe_split
-            shape = (1, *self.bundle.manifest.cut_points[p].shape)
-            enc = encode(np.zeros(shape, np.float32), "int8")
             t0 = time.monotonic()
             dl = t0 + deadline_s
+            in_call = True
             if self.link is not None:
                 self.link.send(int(enc.nbytes) + self._overhead, dl)
             last = len(self.cost.exits) - 1
@@ -274,10 +271,14 @@ class CloudLink:
                 self.link.receive(dl)
             with self.lock:
                 self.estimator.observe(r.sent_bytes, time.monotonic() - t0 - r.server_ms / 1e3)
+            self._report(r, p, last, 1.0)
             self.metrics.bytes_sent.inc(r.sent_bytes)
             self.metrics.probes.labels("ok").inc()
             self.down = False
         except (OffloadError, LinkTimeout) as exc:
+            if isinstance(exc, LinkTimeout) or (in_call and isinstance(exc, DeadlineExpired)):
+                with self.lock:
+                    self.estimator.observe_timeout(int(enc.nbytes) + self._overhead, deadline_s)
             if isinstance(exc, OffloadError) and exc.code in (
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -44,7 +44,7 @@ class EdgeConfig:
     :param link_offset_s: where in the trace the run starts.
     :param link_rtt_ms: RTT added in user space (with or without ``link_trace``).
     :param probe_after_s: probe the link after this long without a measurement.
-    :param probe_bytes: approximate size of a throughput probe.
+    :param probe_bytes: approximate size of a throughput probe (the int8 cut closest to it).
     :param token: bearer token for the cloud.
     :param root_ca: PEM CA of the cloud's certificate (enables TLS).
     :param tls_cert: PEM client certificate for mutual TLS (a server with ``--client-ca``).

@@ -326,7 +326,16 @@ class _Replica:
         self.state = state
 
     def close(self) -> None:
+        """Unsubscribe, let grpc's connectivity poller see it, then close the channel.
+
+        The poller re-checks its subscribers every 0.2 s between watches of the channel; a
+        channel closed under it makes its next watch raise "Channel closed!" in its thread.
+        So the channel closes once the poller has stopped (at most ~0.2 s)."""
         self.channel.unsubscribe(self._on_state)
+        state = getattr(self.channel, "_connectivity_state", None)  # grpc's own, if there
+        end = time.monotonic() + 0.5
+        while state is not None and state.polling and time.monotonic() < end:
+            time.sleep(0.01)
         self.channel.close()
 
 
