@@ -196,3 +196,28 @@ def test_the_first_input_is_decided_on_a_measured_link(
     assert first["bw_estimate_mbps"] == pytest.approx(8.0, rel=0.5)
     assert first["rtt_estimate_ms"] == pytest.approx(10.0, abs=8.0)  # measured, not the prior 80
     assert first["edge_speed"] != 1.0  # timed at start-up, not the profile taken at its word
+
+
+def test_a_probe_reply_reports_the_clouds_load_to_the_edge(profiled_bundle: Bundle, server) -> None:
+    """A real round trip: the daemon's link probe is a request at the probe split (the int8
+    cut closest to ``probe_bytes``), its reply's load fields reach the edge as an offload's
+    do (the simulator's edge learns the same from its probes), and it is a throughput
+    sample."""
+    from edgeml.partition.cost import CostModel
+    from edgeml.runtime.cloud_link import CloudLink
+    from edgeml.runtime.metrics import EdgeMetrics
+
+    cost = CostModel.from_bundle(profiled_bundle)
+    cfg = EdgeConfig(bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}",
+                     policy="edgent", link_rtt_ms=10.0)  # fmt: skip
+    link = CloudLink(cfg, profiled_bundle, cost, EdgeMetrics(1.0), history=4)
+    try:
+        assert link.check_cloud()
+        assert link.cloud_reports() == []
+        link.probe_once()
+        (report,) = link.cloud_reports()
+        assert report.load >= 1 and report.queue_ms >= 0.0 and not report.expired
+        (sample,) = link.estimator.samples()
+        assert not sample.censored and sample.mbps > 0
+    finally:
+        link.close()
