@@ -113,7 +113,6 @@ def test_vectorised_transfer_matches_scalar() -> None:
     assert np.allclose(scalar[finite], vec[finite], rtol=1e-9, atol=1e-9)
 
 
-def test_mean_mbps_integrates_bins() -> None:
+def test_mbps_at_loops_the_trace() -> None:
     tr = Trace("x_m.csv", np.array([2.0, 4.0]))
-    assert tr.mean_mbps(0.5, 1.0) == pytest.approx(3.0)
     assert tr.mbps_at(1.5) == 4.0 and tr.mbps_at(2.2) == 2.0

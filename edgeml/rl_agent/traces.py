@@ -160,12 +160,6 @@ class Trace:
         dt = np.where(send, end - start, 0.0)
         return np.where(dt <= max_s, dt, math.inf)
 
-    def mean_mbps(self, start_s: float, duration_s: float) -> float:
-        """Mean rate over ``[start_s, start_s + duration_s)`` (what a transfer would see)."""
-        if duration_s <= 0:
-            return self.mbps_at(start_s)
-        return (self.bits_until(start_s + duration_s) - self.bits_until(start_s)) / duration_s / 1e6
-
 
 HEADER = ("time_s", "mbps")
 _FORMAT = "a CSV with header 'time_s,mbps' and one row per second from 0"
