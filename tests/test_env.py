@@ -131,15 +131,23 @@ def test_expected_reward_has_the_same_mean_and_less_noise(profiled_bundle: Bundl
     assert not np.array_equal(out, exp)
 
 
-def test_time_advances_by_latency_or_input_period(profiled_bundle: Bundle) -> None:
+def test_inputs_come_on_the_frame_grid_and_a_late_answer_does_not_shift_it(
+    profiled_bundle: Bundle,
+) -> None:
+    """As the daemon's paced source: frames every 1 / input_rate; after a late answer the
+    edge takes the newest frame at once, and the input after it comes on the grid again
+    (so edges sharing a cloud keep their phases)."""
     env = EdgeCloudEnv(bundle=profiled_bundle, traces=[const_trace(0.05)], load=NO_LOAD)
     env.reset(seed=0)
-    t0 = env.time_s
-    _, _, _, _, info = env.step(np.array([env.n_splits - 1, 0, 0]))  # fast, on the edge
-    assert info["latency_ms"] < 100 and env.time_s - t0 == pytest.approx(0.1)
-    t1 = env.time_s
-    _, _, _, _, info = env.step(np.array([0, env.n_exits - 1, 0]))  # slow link
-    assert info["latency_ms"] > 100 and env.time_s - t1 == pytest.approx(info["latency_ms"] / 1e3)
+    local, offload = np.array([env.n_splits - 1, 0, 0]), np.array([0, env.n_exits - 1, 0])
+    _, _, _, _, info = env.step(local)  # fast, on the edge
+    assert info["latency_ms"] < 100 and env.time_s == pytest.approx(0.1)
+    _, _, _, _, info = env.step(offload)  # slow link: late
+    late = info["latency_ms"]
+    assert late > 100 and env.time_s == pytest.approx(0.1 + late / 1e3)
+    _, _, _, _, info = env.step(local)
+    assert info["latency_ms"] < 100
+    assert env.time_s == pytest.approx(0.1 * (math.floor((0.1 + late / 1e3) / 0.1) + 1))
 
 
 def test_a_call_overhead_lengthens_offloads_and_what_the_edge_measures(

@@ -23,7 +23,8 @@ Reward per input and the outcome of an offload come from the decision core
 (:mod:`edgeml.decision.outcome`), the very rule the edge daemon runs: an offload not answered
 by ``deadline + grace`` is answered locally from the split (the deepest exit past it that
 still fits, else the shallowest), so the agent trains on the fallback that really runs.
-Time advances by ``max(latency, 1 / input_rate)``.
+Inputs come on the frame grid of ``input_rate``: the next starts when its frame comes, or
+as soon as the edge is free when an answer was late (the newest frame by then).
 
 ``reward="expected"`` (for training) replaces ``1[correct]`` by its expectation given what
 decides it besides the sample itself: ``P(correct | level, e, tau, stop exit)`` from the
@@ -233,6 +234,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         # The clock runs one loop ahead so that the pre-episode probes have positive times.
         self._t0 = start % self.trace.duration_s + self.trace.duration_s
         self._t = self._t0
+        self._frame_t = self._t0  # when the current input's frame came (the frame grid)
         n = sc.episode_steps
         self._stream = InputStream.generate(self._difficulty, n, rng, sc.input_rate, sc.stream)
         self._samples = self._stream.samples.tolist()
@@ -331,7 +333,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             "cloud_queue_ms": 0.0 if cloud is None else cloud.queue_ms,
         }  # fmt: skip
         self.know.record_answer(latency, conf, out.exit_index, out.where != "edge")
-        self._t += max(latency, 1000.0 / sc.input_rate) / 1000.0
+        self._t = self._next_input_s(self._t + latency / 1000.0)
         self._advance_probes(self._t)
         self._step += 1
         truncated = self._step >= sc.episode_steps
@@ -407,6 +409,19 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._stack_rng is None:
             return 0.0
         return float(self._stack_rng.exponential(self.scenario.call_overhead_ms))
+
+    def _next_input_s(self, done: float) -> float:
+        """When the edge starts its next input, the last one done at ``done``: frames come
+        on a fixed grid of ``1 / input_rate`` (a camera's clock); the next is taken when it
+        comes, or at once if the edge was still busy, and then it is the newest frame that
+        has come by then (older ones are skipped), as the daemon's paced source does. So a
+        late answer delays the next input but not the grid: edges keep their phases."""
+        period = 1.0 / self.scenario.input_rate
+        frame = self._frame_t + period
+        if done > frame:
+            frame += math.floor((done - frame) / period) * period
+        self._frame_t = frame
+        return max(frame, done)
 
     def _measured(self, d: float, nbytes: float, over_ms: float) -> float:
         """The Mbps the edge measures for ``nbytes`` that took ``d`` s on the link and
