@@ -391,9 +391,8 @@ class CostModel:
     def probe_bytes(self, target_bytes: float) -> float:
         """Bytes of the probe :meth:`probe_split` picks (``target_bytes`` without int8
         sizes): what the daemon's probe sends, so what the simulator's edge measures."""
-        if "int8" not in self._codec_index:
-            return float(target_bytes)
-        return float(self.bytes[self._codec_index["int8"]][self.probe_split(target_bytes)])
+        c = self._codec_index.get("int8")
+        return float(target_bytes if c is None else self.bytes[c][self.probe_split(target_bytes)])
 
     def fallback_exits(self, split: int, exit_index: int) -> list[int]:
         """Exits a local fallback from ``split`` may answer at: past ``split``, up to

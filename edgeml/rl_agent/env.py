@@ -430,7 +430,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def report_probe(self, t: float, reply: CloudReply) -> None:
         """A shared cloud's reply to a probe (:attr:`probe_sink`), back ``t`` s into the
-        episode (:attr:`time_s`'s clock)."""
+        episode (:attr:`time_s`'s clock); a probe it did not answer in time has none."""
         self._reports.append((self._t0 + t, reply))
 
     def _probe(self, due: float) -> None:
@@ -482,8 +482,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
             back = sorted((r for r in self._reports if r[0] <= now), key=lambda r: r[0])
             self._reports = [r for r in self._reports if r[0] > now]
             for _, rep in back:
-                if not rep.expired:
-                    self.know.record_cloud(rep.queue_ms, rep.extra_ms, rep.load)
+                self.know.record_cloud(rep.queue_ms, rep.extra_ms, rep.load)
 
     def _obs(self) -> np.ndarray:
         step = min(self._step, self.scenario.episode_steps - 1)

@@ -78,11 +78,10 @@ class _Open:
 @dataclass(frozen=True)
 class _Probe:
     """A probe in the cloud: its edge, and when (fleet ms) its reply is back if the cloud
-    takes it at once and alone, and when the edge stops waiting for it."""
+    takes it at once and alone (the edge stops waiting at the job's ``expires_ms``)."""
 
     edge: int
     reply_ms: float
-    give_up_ms: float
 
 
 @dataclass
@@ -220,7 +219,7 @@ class Fleet:
             key=(probe.env.probe_split, len(self.exit_blocks) - 1),
             arrival_ms=max(at + probe.arrival_s * 1000.0, self._now_ms),
             stop_block=self.exit_blocks[-1], expires_ms=at + probe.give_up_s * 1000.0,
-            owner=_Probe(i, at + probe.reply_s * 1000.0, at + probe.give_up_s * 1000.0),
+            owner=_Probe(i, at + probe.reply_s * 1000.0),
         )  # fmt: skip
         self._flying.add(job)
         self._push(job.arrival_ms, _ARRIVE, job)
@@ -247,11 +246,13 @@ class Fleet:
     def _probe_reply(self, job: CloudJob) -> None:
         """A probe's reply: its load fields reach the edge when the reply is back, unless
         the cloud dropped it or it came after the edge stopped waiting."""
+        if job.expired:
+            return
         probe: _Probe = job.owner
         env = self.envs[probe.edge]
         extra = self._extra(job, env.probe_split)
         back = probe.reply_ms + extra
-        if job.expired or back > probe.give_up_ms:
+        if back > job.expires_ms:
             return
         reply = CloudReply(job.queue_ms, extra, job.queued_at_done + job.batch_size)
         env.report_probe((back - self.phases_ms[probe.edge]) / 1000.0, reply)

@@ -250,6 +250,7 @@ class CloudLink:
         deadline_s = self.config.scenario.probe_timeout_s
         p = self._probe_split
         enc = encode(np.zeros((1, *self.bundle.manifest.cut_points[p].shape), np.float32), "int8")
+        nbytes = int(enc.nbytes) + self._overhead
         in_call = False  # a deadline before the call is an unreachable cloud, not a slow link
         try:
             t0 = time.monotonic()
@@ -264,7 +265,7 @@ class CloudLink:
             dl = t0 + deadline_s
             in_call = True
             if self.link is not None:
-                self.link.send(int(enc.nbytes) + self._overhead, dl)
+                self.link.send(nbytes, dl)
             last = len(self.cost.exits) - 1
             r = self.client.infer(enc, p, last, 1.0, "int8", deadline=dl)
             if self.link is not None:
@@ -278,7 +279,7 @@ class CloudLink:
         except (OffloadError, LinkTimeout) as exc:
             if isinstance(exc, LinkTimeout) or (in_call and isinstance(exc, DeadlineExpired)):
                 with self.lock:
-                    self.estimator.observe_timeout(int(enc.nbytes) + self._overhead, deadline_s)
+                    self.estimator.observe_timeout(nbytes, deadline_s)
             if isinstance(exc, OffloadError) and exc.code in (
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
