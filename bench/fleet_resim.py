@@ -3,7 +3,8 @@
 A live run (``edgeml fleet``, its ``fleet.json``) holds its measurements and the simulation
 of the same fleet by the simulator of the day it ran. When the simulator changes, the live
 measurements stay what they were and only their simulation must be run again: the same
-edges (traces, offsets, seeds, phases), policies, cloud calibration and stack, as stored.
+edges (traces, offsets, seeds, phases, the frames each edge saw), policies, cloud
+calibration and stack, as stored.
 This replaces each run's ``sim`` entries (noting the commit that simulated them) and prints
 its live / simulated table. A stored trace path that is gone (a temporary directory) is
 looked up by its file name in the shared traces.
@@ -22,8 +23,9 @@ from typing import Any
 
 from edgeml.runtime.calibration import Stack
 from edgeml.runtime.demo import find_traces_dir, load_bundle
-from edgeml.runtime.fleet_live import FleetConfig, simulate
+from edgeml.runtime.fleet_live import FleetConfig, edge_inputs, simulate
 from edgeml.runtime.fleet_report import format_table
+from edgeml.runtime.sources import default_source
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,9 +45,11 @@ def resimulate(run: Path) -> dict[str, Any]:
     bundle = load_bundle(cfg.bundle, run)
     edges = [(_trace(e["trace"]), e["offset_s"], e["seed"]) for e in report["edges"]]
     stack = Stack(**report["stack"])
+    inputs = edge_inputs(cfg, bundle, default_source(bundle.manifest.dataset), edges)
     for name, result in report["results"].items():
         spec = report["policy"] if name == "ppo" else name
-        result["sim"] = simulate(cfg, bundle, spec, edges, report["cloud_slowdown"], stack)
+        result["sim"] = simulate(cfg, bundle, spec, edges, report["cloud_slowdown"], stack,
+                                 inputs)  # fmt: skip
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     report["simulated_at"] = commit or None

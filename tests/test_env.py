@@ -19,6 +19,7 @@ from edgeml.partition.cost import CostModel
 from edgeml.rl_agent.dynamics import InputStream, LoadConfig, StreamConfig, background_load
 from edgeml.rl_agent.env import ENV_ID, EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
+from edgeml.runtime.replay import source_inputs
 
 NO_LOAD = LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0)
 
@@ -302,3 +303,26 @@ def test_background_load_has_idle_and_busy_regimes() -> None:
     busy = load >= 0.25
     assert 0.15 < busy.mean() < 0.45
     assert math.isclose(np.mean(np.diff(load) == 0), 1 - 1 / 50, abs_tol=0.02)
+
+
+def test_a_replayed_episode_plays_the_given_frames_with_their_own_outcomes() -> None:
+    """``reset(options={"inputs": ...})`` plays a live edge's frames in its order: each
+    step's level, difficulty feature, stop exit and correctness are the frame's own (the
+    edge runner's on the real scene), not a draw from the bundle's calibration set."""
+    bundle = Bundle.load(default_bundle(), weights=False)
+    n = 120  # four 3 s regimes of the scene stream at 10/s
+    frames = source_inputs(bundle, "scenes:3", n, rate=10.0)
+    out = Outcomes.from_calibration(frames)
+    env = EdgeCloudEnv(bundle=bundle, traces=[const_trace(50.0)], load=NO_LOAD, episode_steps=n)
+    env.reset(seed=0, options={"inputs": frames})
+    assert len(set(frames.difficulty.tolist())) > 1  # the frames visit several levels
+    for k in range(n):
+        assert env.know.feature == pytest.approx(float(frames.feature[k]))
+        s, e, t = k % (env.n_splits), k % env.n_exits, k % len(TAUS)
+        info = env.step(np.array([s, e, t]))[4]
+        assert (info["sample"], info["level"]) == (k, int(frames.difficulty[k]))
+        if not info["fallback"]:
+            assert info["stop_exit"] == int(out.stop[e, t, k])
+            assert info["correct"] == bool(out.correct[e, t, k])
+    with pytest.raises(ValueError, match="inputs: 120 replayed, the episode has 121"):
+        EdgeCloudEnv(bundle=bundle, episode_steps=n + 1).reset(options={"inputs": frames})

@@ -20,9 +20,11 @@ from edgeml.bundle import Bundle
 from edgeml.decision.action import TAUS, Action
 from edgeml.decision.metrics import summarize
 from edgeml.decision.scenario import LoadConfig
+from edgeml.decision.tables import Outcomes
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.traces import Trace
 from edgeml.runtime.edge import EdgeConfig, EdgeDaemon
+from edgeml.runtime.replay import source_inputs
 
 MBPS = 0.02  # 20 kbit/s: no split's tensor crosses before deadline + grace
 
@@ -115,25 +117,27 @@ def _kind(where: str, latency_ms: float, deadline_ms: float) -> str:
     return f"{where}/{'in time' if latency_ms <= deadline_ms else 'late'}"
 
 
-def test_a_fixed_action_sequence_has_the_same_outcomes_in_the_simulator_and_the_daemon(
-    profiled_bundle: Bundle, tmp_path: Path
-) -> None:
-    """One action sequence through the real daemon (loopback server, user-space link on one
-    trace) and, input by input at the same trace time, through the simulator: the outcome
-    kinds (edge / cloud / fallback, in time / late) agree on >= 95% of inputs."""
-    trace_path = tmp_path / "replay_1.csv"
+SCENARIO = dict(edge_slowdown=1.0, rtt_ms=10.0, grace_ms=100.0, deadline_ms=100.0)
+RATE = 4.0
+
+
+@pytest.fixture(scope="module")
+def fixed_action_records(profiled_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> list:
+    """One action sequence through the real daemon: a loopback server, a user-space link on
+    ``REPLAY_MBPS``, the bundle's default source; its JSONL records."""
+    tmp = tmp_path_factory.mktemp("fixed")
+    trace_path = tmp / "replay_1.csv"
     trace_path.write_text(
         "time_s,mbps\n" + "".join(f"{i},{v}\n" for i, v in enumerate(REPLAY_MBPS))
     )
     n_blocks, last = profiled_bundle.manifest.blocks, profiled_bundle.manifest.num_exits - 1
     actions = [Action(0, last, 0)] * 4 + [Action(n_blocks, last, 0)]
-    scenario = dict(edge_slowdown=1.0, rtt_ms=10.0, grace_ms=100.0, deadline_ms=100.0)
     server = start_server(profiled_bundle)
-    log = tmp_path / "edge.jsonl"
+    log = tmp / "edge.jsonl"
     cfg = EdgeConfig(
         bundle=profiled_bundle.path, cloud=f"127.0.0.1:{server.port}", policy="edge_only",
-        log=log, max_inputs=40, rate=4.0, link_trace=trace_path, link_rtt_ms=10.0,
-        probe_after_s=60.0, **scenario,
+        log=log, max_inputs=40, rate=RATE, link_trace=trace_path, link_rtt_ms=10.0,
+        probe_after_s=60.0, **SCENARIO,
     )  # fmt: skip
     try:
         daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
@@ -142,10 +146,18 @@ def test_a_fixed_action_sequence_has_the_same_outcomes_in_the_simulator_and_the_
         daemon.run()
     finally:
         server.stop(0)
-    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_a_fixed_action_sequence_has_the_same_outcomes_in_the_simulator_and_the_daemon(
+    profiled_bundle: Bundle, fixed_action_records: list
+) -> None:
+    """The daemon's inputs, one by one at the same trace time, through the simulator: the
+    outcome kinds (edge / cloud / fallback, in time / late) agree on >= 95% of inputs."""
+    recs = fixed_action_records
     env = EdgeCloudEnv(
         bundle=profiled_bundle, traces=[Trace("replay_1.csv", np.asarray(REPLAY_MBPS))],
-        load=LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0), **scenario,
+        load=LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0), **SCENARIO,
     )  # fmt: skip
     kinds, disagree = [], []
     for r in recs:
@@ -161,3 +173,24 @@ def test_a_fixed_action_sequence_has_the_same_outcomes_in_the_simulator_and_the_
     share = 1 - len(disagree) / len(recs)
     print(f"agreement {share:.1%} over {len(recs)} inputs, kinds {sorted(set(kinds))}; {disagree}")
     assert share >= 0.95, f"agreement {share:.0%}; disagreements {disagree}"
+
+
+def test_the_replayed_inputs_answer_as_the_daemon_answered_its_frames(
+    profiled_bundle: Bundle, fixed_action_records: list
+) -> None:
+    """:func:`source_inputs` of the daemon's source holds, per frame, what the daemon
+    answered it: the same stop exit and correctness for the action it took (edge, cloud
+    or local fallback), so a simulation replaying it meets the live edge's inputs."""
+    recs = fixed_action_records
+    frames = source_inputs(profiled_bundle, "fashion-mnist", len(recs), rate=RATE)
+    out = Outcomes.from_calibration(frames)
+    for r in recs:
+        k, a = r["seq"], r["action"]
+        if r["where"] == "fallback":
+            want = out.answer(r["answer"]["exit_index"], k)[0]
+        else:
+            t = TAUS.index(a["tau"])
+            assert r["answer"]["exit_index"] == out.stop[a["exit"], t, k]
+            want = bool(out.correct[a["exit"], t, k])
+        assert r["correct"] == want, r
+    assert len({r["where"] for r in recs}) == 3  # edge, cloud and fallback answers

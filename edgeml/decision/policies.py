@@ -297,7 +297,7 @@ class OracleSample(_Oracle):
         sim = self._sim(view)
         lat = sim.true_latency_table()  # (S, E, T, J)
         i = sim.current_sample
-        out, sc = self.world.outcomes, self.world.scenario
+        out, sc = sim.input_outcomes, self.world.scenario
         stop = out.stop[:, :, i]  # (E, T)
         correct = out.correct[:, :, i]
         e_idx, t_idx = np.indices(stop.shape)

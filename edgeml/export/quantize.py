@@ -55,7 +55,7 @@ def int8_calibration(bundle: Bundle, frames: np.ndarray, batch: int = 250) -> Ca
     """The calibration table of the bundle's int8 ONNX edge: ``frames`` are the inputs of
     ``calibration.npz`` in its order; labels, difficulty and the edge's feature are copied
     from it (they do not depend on the runtime)."""
-    from edgeml.runtime.edge_net import OnnxEdgeNet, softmax_max
+    from edgeml.runtime.edge_net import OnnxEdgeNet, exit_table
 
     cal = bundle.calibration
     if cal is None:
@@ -64,14 +64,11 @@ def int8_calibration(bundle: Bundle, frames: np.ndarray, batch: int = 250) -> Ca
         raise InputError(
             f"frames: {len(frames)} inputs, {bundle.path}/calibration.npz has {cal.num_samples}"
         )
-    pred = np.empty_like(cal.pred)
-    conf = np.empty_like(cal.conf)
-    for j, logits in enumerate(OnnxEdgeNet(bundle, "int8").exit_logits(frames, batch)):
-        conf[:, j], pred[:, j] = softmax_max(logits)
-    correct = pred == cal.label[:, None]
-    acc8, acc32 = np.round(correct.mean(0), 4).tolist(), np.round(cal.accuracy(), 4).tolist()
+    net = OnnxEdgeNet(bundle, "int8")
+    int8 = exit_table(net, frames, cal.label, cal.difficulty, cal.feature, batch)
+    acc8, acc32 = np.round(int8.accuracy(), 4).tolist(), np.round(cal.accuracy(), 4).tolist()
     log.info("int8 calibration: accuracy per exit %s (fp32 %s)", acc8, acc32)
-    return Calibration(pred, conf, correct, cal.label, cal.difficulty, cal.feature)
+    return int8
 
 
 class _Reader:

@@ -55,7 +55,7 @@ from edgeml.decision.observation import obs_size
 from edgeml.decision.outcome import reward as reward_of
 from edgeml.decision.policies import World
 from edgeml.decision.scenario import Scenario
-from edgeml.decision.tables import ActionCosts
+from edgeml.decision.tables import ActionCosts, Outcomes
 from edgeml.rl_agent.dynamics import InputStream, background_load
 from edgeml.rl_agent.traces import Trace, load_traces
 
@@ -104,6 +104,22 @@ class Pending:
     def sent(self) -> bool:
         """The tensor reached the cloud."""
         return math.isfinite(self.arrival_ms)
+
+
+@dataclass(frozen=True)
+class _InputTables:
+    """Per-input outcome tables as Python lists (list indexing beats numpy's in the step)."""
+
+    outcomes: Outcomes
+    stop: list[Any]  # [e][tau][input] exit where the run stops
+    correct: list[Any]
+    conf: list[Any]
+    feature: list[float]  # the edge's difficulty signal per input
+
+    @classmethod
+    def of(cls, outcomes: Outcomes, feature: np.ndarray) -> _InputTables:
+        return cls(outcomes, outcomes.stop.tolist(), outcomes.correct.tolist(),
+                   outcomes.conf.tolist(), np.asarray(feature).tolist())  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -202,10 +218,8 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._probe_far = self._far[self.probe_split][last][0][last]  # TAUS[0] is 1.0
         # a shared cloud takes the probes (the fleet sets it); None: a cloud of its own
         self.probe_sink: Callable[[ProbeJob], None] | None = None
-        self._stop = self.outcomes.stop.tolist()
-        self._correct = self.outcomes.correct.tolist()
-        self._conf = self.outcomes.conf.tolist()
-        self._features = cal.feature.tolist()
+        self._drawn = _InputTables.of(self.outcomes, cal.feature)
+        self._inputs = self._drawn  # the episode's inputs' outcomes (reset may replay others)
         self._difficulty = cal.difficulty
         out = self.outcomes
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -223,7 +237,11 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode; ``options`` may fix ``trace`` (name or index) and ``start_s``."""
+        """Start an episode; ``options`` may fix ``trace`` (name or index) and ``start_s``,
+        and give ``inputs``: a :class:`~edgeml.progressive.calibrate.Calibration` of the
+        episode's inputs in their order (at least ``episode_steps``; a live edge's, from
+        :func:`edgeml.runtime.replay.source_inputs`) to replay in place of inputs drawn
+        from the bundle's calibration set."""
         super().reset(seed=seed)
         options = options or {}
         rng = self.np_random
@@ -237,6 +255,13 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._frame_t = self._t0  # when the current input's frame came (the frame grid)
         n = sc.episode_steps
         self._stream = InputStream.generate(self._difficulty, n, rng, sc.input_rate, sc.stream)
+        self._inputs = self._drawn
+        replay = options.get("inputs")
+        if replay is not None:
+            if replay.num_samples < n:
+                raise ValueError(f"inputs: {replay.num_samples} replayed, the episode has {n}")
+            self._inputs = _InputTables.of(Outcomes.from_calibration(replay), replay.feature)
+            self._stream = InputStream(np.arange(n), replay.difficulty[:n].astype(np.int64))
         self._samples = self._stream.samples.tolist()
         self._levels = self._stream.levels.tolist()
         self._level_idx = np.searchsorted(self.outcomes.levels, self._stream.levels).tolist()
@@ -272,7 +297,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         sc = self.scenario
         i = self._samples[self._step]
         load = self._load[self._step]
-        j = self._stop[e][ti][i]
+        j = self._inputs.stop[e][ti][i]
         pre = self._edge[s][e][ti][j] * (1.0 + load)
         offloaded = bool(self._off[s][e][ti][j])
         nbytes = self._bytes[s] if offloaded else 0.0
@@ -311,10 +336,11 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         elif p.left:  # no answer (a reply too late, or an upload cut off): censored
             self._pending.append(p.censored())
         latency = out.latency_ms
+        tables = self._inputs
         if out.where == "fallback":
-            correct, conf = self.outcomes.answer(out.exit_index, i)
+            correct, conf = tables.outcomes.answer(out.exit_index, i)
         else:
-            correct, conf = self._correct[e][ti][i], self._conf[e][ti][i]
+            correct, conf = tables.correct[e][ti][i], tables.conf[e][ti][i]
         timely = bool(correct) and latency <= sc.deadline_ms
         if sc.reward == "expected" and out.where != "fallback":
             hit = latency <= sc.deadline_ms
@@ -359,7 +385,14 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @property
     def current_sample(self) -> int:
+        """The current input's row in :attr:`input_outcomes`."""
         return self._samples[self._step]
+
+    @property
+    def input_outcomes(self) -> Outcomes:
+        """The outcomes of the episode's inputs: the bundle's calibration set's, or the
+        replayed inputs' (``reset(options={"inputs": ...})``)."""
+        return self._inputs.outcomes
 
     @property
     def current_level(self) -> int:
@@ -488,7 +521,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         step = min(self._step, self.scenario.episode_steps - 1)
         k = self.know
         k.now_s = self._t
-        k.feature = self._features[self._samples[step]]
+        k.feature = self._inputs.feature[self._samples[step]]
         k.edge_load = self._load[step]
         return k.observation()
 

@@ -24,6 +24,7 @@ from edgeml.decision.metrics import METRICS, summarize
 from edgeml.decision.policies import BASELINES, Policy, make_policy
 from edgeml.decision.scenario import Scenario
 from edgeml.errors import InputError
+from edgeml.progressive.calibrate import Calibration
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.fleet import EdgeEpisode, Fleet, fleet_rng
 from edgeml.rl_agent.traces import Trace
@@ -80,6 +81,11 @@ class Episode:
     family: str
     start_s: float
     seed: int
+    inputs: Calibration | None = None  # inputs to replay (None: drawn), see EdgeCloudEnv.reset
+
+    def edge(self) -> EdgeEpisode:
+        """What an edge plays (:meth:`EdgeEpisode.options` resets its env)."""
+        return EdgeEpisode(self.trace, self.start_s, self.seed, self.inputs)
 
 
 def episodes_for(traces: Sequence[Trace], cfg: EvalConfig) -> list[Episode]:
@@ -123,7 +129,7 @@ def run_policy(
     cols: dict[str, list[Any]] = {k: [] for k in (*_FIELDS, "reward", "family", "episode")}
     for n, ep in enumerate(tqdm(episodes, desc=policy.name, disable=not progress, leave=False)):
         policy.reset(ep.seed)
-        obs, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
+        obs, _ = env.reset(seed=ep.seed, options=ep.edge().options())
         done = False
         while not done:
             obs, reward, term, trunc, info = env.step(np.asarray(env.act(policy)))
@@ -174,7 +180,7 @@ def run_fleet(
     for f, fleet_eps in enumerate(tqdm(fleets, desc=policy.name, disable=not progress)):
         fleet = Fleet(envs[: len(fleet_eps)], service, rule, planned)
         policy.reset(seed + f)
-        eps = [EdgeEpisode(ep.trace, ep.start_s, ep.seed) for ep in fleet_eps]
+        eps = [ep.edge() for ep in fleet_eps]
         fleet.reset(eps, fleet_rng(seed, f))
 
         def record(

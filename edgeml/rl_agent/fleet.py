@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeml.decision.action import TAUS, Action
 from edgeml.decision.cloud import BatchingRule, CloudJob, CloudModel, CloudReply, CloudService
+from edgeml.progressive.calibrate import Calibration
 from edgeml.rl_agent.env import EdgeCloudEnv, Pending, ProbeJob
 
 __all__ = ["EdgeEpisode", "Fleet", "FleetEnv", "fleet_rng", "frame_phases"]
@@ -50,6 +51,11 @@ class EdgeEpisode:
     trace: str
     start_s: float
     seed: int
+    inputs: Calibration | None = None  # inputs to replay (None: drawn), see EdgeCloudEnv.reset
+
+    def options(self) -> dict[str, Any]:
+        """``EdgeCloudEnv.reset``'s options for this episode."""
+        return {"trace": self.trace, "start_s": self.start_s, "inputs": self.inputs}
 
 
 def fleet_rng(seed: int, index: int = 0) -> np.random.Generator:
@@ -129,7 +135,7 @@ class Fleet:
         obs = []
         for env, ep in zip(self.envs, episodes, strict=True):
             env.probe_sink = self._probe  # the edges' probes go to this cloud too
-            o, _ = env.reset(seed=ep.seed, options={"trace": ep.trace, "start_s": ep.start_s})
+            o, _ = env.reset(seed=ep.seed, options=ep.options())
             obs.append(o)
         for i, phase in enumerate(self.phases_ms):
             self._push(phase, _DECIDE, i)

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgeml.bundle import MANIFEST, Bundle, BundleError, sha256_bytes
 from edgeml.decision.scenario import EDGE_PRECISIONS
+from edgeml.progressive.calibrate import Calibration
 from edgeml.progressive.rule import Answer
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "EdgeSegment",
     "OnnxEdgeNet",
     "TorchEdgeNet",
+    "exit_table",
     "load_edge_net",
     "softmax_max",
 ]
@@ -76,6 +78,24 @@ def softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e = np.exp(z)
     probs = e / e.sum(axis=1, keepdims=True)
     return probs.max(axis=1), probs.argmax(axis=1)
+
+
+def exit_table(
+    net: EdgeNet, frames: np.ndarray, label: np.ndarray, difficulty: np.ndarray,
+    feature: np.ndarray, batch: int = 250,
+) -> Calibration:  # fmt: skip
+    """The calibration table of ``net`` on ``frames`` (network inputs): every exit's class
+    and confidence as this runner computes them; labels, difficulty and the edge's feature
+    are the frames' own."""
+    n, n_exits = len(frames), len(net.exits)
+    pred = np.empty((n, n_exits), dtype=np.int16)
+    conf = np.empty((n, n_exits), dtype=np.float32)
+    for j, logits in enumerate(net.exit_logits(frames, batch)):
+        conf[:, j], pred[:, j] = softmax_max(logits)
+    label = np.asarray(label, dtype=np.int16)
+    return Calibration(pred, conf, pred == label[:, None], label,
+                       np.asarray(difficulty, dtype=np.int8),
+                       np.asarray(feature, dtype=np.float32))  # fmt: skip
 
 
 class OnnxEdgeNet:

@@ -49,6 +49,7 @@ import numpy as np
 
 from edgeml.bundle import Bundle
 from edgeml.decision.cloud import CloudService
+from edgeml.progressive.calibrate import Calibration
 from edgeml.runtime.calibration import Stack, batch_time, cloud_slowdown, stack_of
 from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
@@ -202,12 +203,14 @@ def _run_round(
 def simulate(
     cfg: FleetConfig, bundle: Bundle, policy: str, edges: list[tuple[Path, float, int]],
     cloud_slow: float = 1.0, stack: Stack | None = None,
+    inputs: list[Calibration] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The same fleet in the simulator (:func:`edgeml.rl_agent.evaluate.run_fleet`, the one
     fleet player), its cloud ``cloud_slow`` x slower than profiled, its link's RTT and call
-    overhead ``stack`` (None: the link's RTT, an ideal stack) and no background load on the
-    edges (paced to the profile): its fleet metrics, as :func:`live_metrics` reports the
-    live ones."""
+    overhead ``stack`` (None: the link's RTT, an ideal stack), no background load on the
+    edges (paced to the profile) and, per edge, ``inputs`` to replay (:func:`edge_inputs`:
+    the live edge's own frames; None: drawn from the bundle's calibration set): its fleet
+    metrics, as :func:`live_metrics` reports the live ones."""
     from edgeml.decision.cloud import BatchingRule
     from edgeml.decision.policies import make_policy
     from edgeml.decision.scenario import LoadConfig, Scenario
@@ -229,7 +232,9 @@ def simulate(
     service = CloudService.from_profile(bundle.profile, sc.cloud_speedup / cloud_slow)
     rule = BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0)
     pol = make_policy(policy, envs[0].world, bundle_sha256=bundle.weights_sha256)
-    eps = [Episode(t.name, family_of(t.name), off, seed) for t, off, seed in edges]
+    replay: list[Calibration | None] = list(inputs) if inputs else [None] * len(edges)
+    eps = [Episode(t.name, family_of(t.name), off, seed, x)
+           for (t, off, seed), x in zip(edges, replay, strict=True)]  # fmt: skip
     rec = run_fleet(envs, service, rule, pol, [eps], cfg.seed, planned=planned)
     sent = rec["offloaded"].astype(bool)
     return {
@@ -240,6 +245,19 @@ def simulate(
         "cloud_queue_ms_mean": float(np.mean(rec["cloud_queue_ms"][sent])) if sent.any() else 0.0,
         "offload_rate": float(np.mean(sent)),
     }
+
+
+def edge_inputs(
+    cfg: FleetConfig, bundle: Bundle, source: str, edges: list[tuple[Path, float, int]]
+) -> list[Calibration]:
+    """Each live edge's ``cfg.inputs`` frames (its ``--source`` at its seed) with the edge
+    runner's outcome at every exit, for its simulation to replay."""
+    from edgeml.runtime.edge_net import load_edge_net
+    from edgeml.runtime.replay import source_inputs
+
+    net = load_edge_net(bundle)
+    return [source_inputs(bundle, f"{source}:{seed}", cfg.inputs, cfg.rate, net)
+            for _, _, seed in edges]  # fmt: skip
 
 
 def run_fleet_live(cfg: FleetConfig) -> int:
@@ -288,8 +306,9 @@ def run_fleet_live(cfg: FleetConfig) -> int:
     planned = CloudService.from_profile(bundle.profile, cfg.cloud_speedup)
     slow = cloud_slowdown(pooled, batch_time(planned))
     stack = stack_of(pooled, cfg.rtt_ms)
+    inputs = edge_inputs(cfg, bundle, source, edges)
     results = {n: {"live": live_metrics(runs[n]),
-                   "sim": simulate(cfg, bundle, spec[n], edges, slow, stack)}
+                   "sim": simulate(cfg, bundle, spec[n], edges, slow, stack, inputs)}
                for n in names}  # fmt: skip
     title = (f"edgeml fleet: {cfg.edges} edges, {cfg.rounds} rounds x {cfg.inputs} inputs/edge,"
              f" deadline {cfg.deadline_ms:g} ms, edge x{cfg.edge_slowdown:g}, cloud "
