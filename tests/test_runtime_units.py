@@ -91,6 +91,20 @@ def test_link_paces_by_the_trace_and_queues_transfers() -> None:
     assert clock() - t0 == pytest.approx(0.52 + 1.532 + 0.04)
 
 
+def test_an_anchored_link_restarts_the_trace_at_its_offset() -> None:
+    """What crossed the link before the anchor (a daemon's warm-up probes) does not move
+    where the inputs meet the trace: at the anchor it is back at ``offset_s``."""
+    clock = FakeClock()
+    trace = Trace("t_1.csv", np.array([8.0, 8.0, 8.0, 80.0, 80.0]))
+    link = TraceLink(trace, rtt_ms=0.0, offset_s=1.0, clock=clock, sleep=clock.sleep)
+    clock.sleep(2.5)
+    assert link.trace_time() == pytest.approx(3.5)
+    assert link.mbps_now() == 80.0
+    link.anchor()
+    assert link.trace_time() == pytest.approx(1.0)
+    assert link.send(100_000).serialization_s == pytest.approx(0.1)  # at 8 Mbps again
+
+
 def test_link_timeout_gives_up_at_the_deadline() -> None:
     clock = FakeClock()
     link = TraceLink(Trace("t_1.csv", np.array([0.8])), rtt_ms=10.0, clock=clock, sleep=clock.sleep)

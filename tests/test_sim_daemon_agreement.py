@@ -194,3 +194,12 @@ def test_the_replayed_inputs_answer_as_the_daemon_answered_its_frames(
             want = bool(out.correct[a["exit"], t, k])
         assert r["correct"] == want, r
     assert len({r["where"] for r in recs}) == 3  # edge, cloud and fallback answers
+
+
+def test_the_daemons_inputs_meet_the_trace_from_its_offset(fixed_action_records: list) -> None:
+    """The daemon's warm-up probes take link time before its first input; its inputs still
+    meet the trace from ``--link-offset-s`` (0 here) on, as a simulated episode's do: each
+    input's trace position is its time since the first input."""
+    recs = fixed_action_records
+    for r in recs:
+        assert r["trace_s"] == pytest.approx(r["t_s"], abs=0.02), r

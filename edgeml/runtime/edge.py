@@ -175,6 +175,8 @@ class EdgeDaemon:
             if self.stop_event.wait(0.005):
                 break
         self.path.t0 = time.monotonic()
+        if self.cloud.link is not None:  # the inputs start the trace at --link-offset-s
+            self.cloud.link.anchor(self.path.t0)
         try:
             for seq, (item, arrival) in enumerate(
                 paced(items, cfg.rate, self.stop_event, cfg.max_inputs)

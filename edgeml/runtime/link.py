@@ -42,8 +42,8 @@ class TraceLink:
 
     :param trace: bandwidth over time; None means unlimited bandwidth (RTT only).
     :param rtt_ms: round-trip time added in user space, half on the way up, half down.
-    :param offset_s: trace time at construction (runs that start at the same offset see the
-        same bandwidth at the same moment of the run).
+    :param offset_s: trace time at construction, and again at :meth:`anchor` (runs that
+        start at the same offset see the same bandwidth at the same moment of the run).
     """
 
     def __init__(
@@ -64,6 +64,13 @@ class TraceLink:
         self._t0 = clock()
         self._busy_until = self._t0
         self._lock = threading.Lock()
+
+    def anchor(self, now: float | None = None) -> None:
+        """Put the trace back at ``offset_s`` at clock time ``now`` (default: now). A daemon
+        anchors its link at its first input, so its inputs meet the trace from ``offset_s``
+        on however long its start-up and warm-up probes took, as a simulated episode's do."""
+        with self._lock:
+            self._t0 = self._clock() if now is None else now
 
     def trace_time(self, now: float | None = None) -> float:
         """Position in the trace (seconds, before looping) at clock time ``now``."""
