@@ -14,7 +14,8 @@ What it does:
    which the simulated fleet does not model), waits until all are ready and lets them go at
    once, and collects their JSONL logs;
 4. plays the same fleet in the simulator (:func:`~edgeml.rl_agent.evaluate.run_fleet`: the
-   same traces, offsets and edge count, no background edge load, the bundle's cloud batch
+   same traces, offsets and edge count, each edge's own frames replayed
+   (:mod:`~edgeml.runtime.replay`), no background edge load, the bundle's cloud batch
    times scaled by the cloud speed measured in the live runs, :func:`~.calibration.cloud_slowdown`,
    and the RTT and per-call overhead the live edges' calls had, :func:`~.calibration.stack_of`)
    per policy;
