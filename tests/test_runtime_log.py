@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from runtime_helpers import free_port
 
 from edgeml.bundle import Bundle
 from edgeml.runtime.edge import FALLBACK_REASONS, LATENCY_KEYS, LOG_SCHEMA, EdgeConfig, EdgeDaemon
+from edgeml.runtime.sources import Item, fashion_items
 from edgeml.transport.server import OffloadServer, ServerConfig
 
 NUM = (int, float)
@@ -221,3 +224,28 @@ def test_a_probe_reply_reports_the_clouds_load_to_the_edge(profiled_bundle: Bund
         assert not sample.censored and sample.mbps > 0
     finally:
         link.close()
+
+
+def test_the_first_input_starts_at_the_go_not_after_the_sources_set_up(
+    profiled_bundle: Bundle, tmp_path
+) -> None:
+    """A source that takes a while to give its first frame (a dataset to load) does so
+    before the daemon is ready: the first input starts at the go, on the frame grid, as a
+    simulated edge's does (live fleet edges keep the phases they are started at)."""
+    go = tmp_path / "go"
+    m = profiled_bundle.manifest
+
+    def slow_source() -> Iterator[Item]:
+        time.sleep(0.3)  # the set-up
+        yield from fashion_items(0, prep=m.prep)
+
+    cfg = EdgeConfig(
+        bundle=profiled_bundle.path, cloud=f"127.0.0.1:{free_port()}", policy="edge_only",
+        log=tmp_path / "edge.jsonl", max_inputs=3, rate=20.0, edge_slowdown=1.0,
+        ready_file=tmp_path / "ready", go_file=go,
+    )  # fmt: skip
+    daemon = EdgeDaemon(cfg, bundle=profiled_bundle)
+    threading.Timer(0.5, lambda: go.write_text("go\n")).start()
+    daemon.run(slow_source())
+    recs = [json.loads(line) for line in (tmp_path / "edge.jsonl").read_text().splitlines()]
+    assert recs[0]["t_s"] < 0.05, recs[0]  # since the go

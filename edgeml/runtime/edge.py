@@ -13,6 +13,7 @@ a signal lets the input in flight finish, flushes the log and exits 0.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -165,6 +166,11 @@ class EdgeDaemon:
         if cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.metrics_port)
         self.prepare()
+        # The source's set-up (a dataset to load, the first frame to make) before ready:
+        # else the first input starts that long after the go, and edges started at set
+        # phases (a live fleet) lose them while they run behind the frame grid.
+        first = next(items, None)
+        items = itertools.chain([first] if first is not None else [], items)
         prober = threading.Thread(
             target=self.cloud.probe_loop, args=(self.stop_event,), name="edgeml-probe", daemon=True
         )
