@@ -211,7 +211,10 @@ def simulate(
     overhead ``stack`` (None: the link's RTT, an ideal stack), no background load on the
     edges (paced to the profile) and, per edge, ``inputs`` to replay (:func:`edge_inputs`:
     the live edge's own frames; None: drawn from the bundle's calibration set): its fleet
-    metrics, as :func:`live_metrics` reports the live ones."""
+    metrics over ``cfg.rounds`` rounds, as :func:`live_metrics` reports the live ones. Each
+    round replays the same frames, traces and phases, and draws the per-call stack noise
+    anew, as a live round does: a policy whose edges herd can tip either way from one
+    round to the next, live and simulated."""
     from edgeml.decision.cloud import BatchingRule
     from edgeml.decision.policies import make_policy
     from edgeml.decision.scenario import LoadConfig, Scenario
@@ -234,9 +237,12 @@ def simulate(
     rule = BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0)
     pol = make_policy(policy, envs[0].world, bundle_sha256=bundle.weights_sha256)
     replay: list[Calibration | None] = list(inputs) if inputs else [None] * len(edges)
-    eps = [Episode(t.name, family_of(t.name), off, seed, x)
-           for (t, off, seed), x in zip(edges, replay, strict=True)]  # fmt: skip
-    rec = run_fleet(envs, service, rule, pol, [eps], cfg.seed, planned=planned)
+    recs = []
+    for r in range(cfg.rounds):  # every round is fleet 0 of cfg.seed: the live phases
+        eps = [Episode(t.name, family_of(t.name), off, seed + 7_919 * r, x)
+               for (t, off, seed), x in zip(edges, replay, strict=True)]  # fmt: skip
+        recs.append(run_fleet(envs, service, rule, pol, [eps], cfg.seed, planned=planned))
+    rec = {k: np.concatenate([one[k] for one in recs]) for k in recs[0]}
     sent = rec["offloaded"].astype(bool)
     return {
         "inputs": len(rec["timely"]),
