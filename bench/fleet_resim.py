@@ -23,8 +23,9 @@ from typing import Any
 
 from edgeml.runtime.calibration import Stack
 from edgeml.runtime.demo import find_traces_dir, load_bundle
-from edgeml.runtime.fleet_live import FleetConfig, edge_inputs, simulate
+from edgeml.runtime.fleet_live import FleetConfig
 from edgeml.runtime.fleet_report import format_table
+from edgeml.runtime.fleet_twin import edge_inputs, simulate
 from edgeml.runtime.sources import default_source
 
 REPO = Path(__file__).resolve().parent.parent

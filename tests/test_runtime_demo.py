@@ -109,7 +109,8 @@ def test_live_edges_start_at_the_phases_of_the_fleet_the_simulation_plays(
     profiled_bundle: Bundle, tmp_path, monkeypatch
 ) -> None:
     from edgeml.rl_agent import evaluate as ev
-    from edgeml.runtime.fleet_live import FleetConfig, simulate, start_phases_s
+    from edgeml.runtime.fleet_live import FleetConfig, start_phases_s
+    from edgeml.runtime.fleet_twin import simulate
 
     seen: list[list[float]] = []
 

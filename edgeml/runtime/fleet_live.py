@@ -42,50 +42,27 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeml.bundle import Bundle
 from edgeml.decision.cloud import CloudService
-from edgeml.progressive.calibrate import Calibration
-from edgeml.runtime.calibration import Stack, batch_time, cloud_slowdown, stack_of
-from edgeml.runtime.demo import LiveConfig, find_traces_dir, load_bundle, resolve_policy
+from edgeml.runtime.calibration import batch_time, cloud_slowdown, stack_of
+from edgeml.runtime.demo import find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
+from edgeml.runtime.fleet_config import FleetConfig
 from edgeml.runtime.fleet_report import (
     format_table,
     live_metrics,
     plot_fleet,
 )
+from edgeml.runtime.fleet_twin import edge_inputs, simulate
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FleetConfig", "run_fleet_live"]
-
-
-@dataclass(kw_only=True)
-class FleetConfig(LiveConfig):
-    """Everything ``edgeml fleet`` sets (defaults: the CLI's)."""
-
-    edges: int = 8
-    rounds: int = 3
-    traces: str | None = None  # a directory of trace CSVs (default: the shared traces)
-    max_batch: int = 16
-    max_wait_us: int = 1000
-    startup_timeout_s: float = 120.0
-    # the emulated cloud against the profile; with pace "profile" the server is paced to it
-    cloud_speedup: float = 1.0
-
-    def __post_init__(self) -> None:
-        from edgeml.decision.scenario import Scenario
-        from edgeml.errors import InputError
-
-        for name in ("edges", "rounds", "inputs"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name}: must be >= 1, got {getattr(self, name)}")
-        Scenario(cloud_speedup=self.cloud_speedup)  # checked as the scenario checks it
 
 
 def _free_port() -> int:
@@ -131,7 +108,7 @@ def pick_edges(cfg: FleetConfig, traces_dir: Path) -> list[tuple[Path, float, in
 
 def start_phases_s(cfg: FleetConfig, n: int) -> list[float]:
     """When each of ``n`` live edges starts (s after the first): the phases of the simulated
-    fleet that :func:`simulate` plays (fleet 0 of ``cfg.seed``)."""
+    fleet that :func:`~edgeml.runtime.fleet_twin.simulate` plays (fleet 0 of ``cfg.seed``)."""
     from edgeml.rl_agent.fleet import fleet_rng, frame_phases
 
     interval_ms = 1000.0 / cfg.rate if cfg.rate > 0 else 0.0
@@ -145,8 +122,9 @@ def _run_round(
     """One policy on every edge at once; each edge's records (logs ``TAG.edgeI.jsonl``).
 
     Once all are ready, edge ``i`` starts at its own phase within the frame interval: the
-    phase the simulation of this fleet (:func:`simulate`, fleet 0 of ``cfg.seed``) gives it,
-    so live and simulated edges offload with the same timing relative to each other."""
+    phase the simulation of this fleet (:func:`~edgeml.runtime.fleet_twin.simulate`, fleet
+    0 of ``cfg.seed``) gives it, so live and simulated edges offload with the same timing
+    relative to each other."""
     gos = [out / f"{tag}.go{i}" for i in range(len(edges))]
     for go in gos:
         go.unlink(missing_ok=True)
@@ -201,72 +179,6 @@ def _run_round(
     return [[json.loads(line) for line in lp.read_text().splitlines()] for lp in logs]
 
 
-def simulate(
-    cfg: FleetConfig, bundle: Bundle, policy: str, edges: list[tuple[Path, float, int]],
-    cloud_slow: float = 1.0, stack: Stack | None = None,
-    inputs: list[Calibration] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The same fleet in the simulator (:func:`edgeml.rl_agent.evaluate.run_fleet`, the one
-    fleet player), its cloud ``cloud_slow`` x slower than profiled, its link's RTT and call
-    overhead ``stack`` (None: the link's RTT, an ideal stack), no background load on the
-    edges (paced to the profile) and, per edge, ``inputs`` to replay (:func:`edge_inputs`:
-    the live edge's own frames; None: drawn from the bundle's calibration set): its fleet
-    metrics over ``cfg.rounds`` rounds, as :func:`live_metrics` reports the live ones. Each
-    round replays the same frames, traces and phases, and draws the per-call stack noise
-    anew, as a live round does: a policy whose edges herd can tip either way from one
-    round to the next, live and simulated."""
-    from edgeml.decision.cloud import BatchingRule
-    from edgeml.decision.policies import make_policy
-    from edgeml.decision.scenario import LoadConfig, Scenario
-    from edgeml.rl_agent.env import EdgeCloudEnv
-    from edgeml.rl_agent.evaluate import Episode, fleet_metrics, run_fleet
-    from edgeml.rl_agent.traces import family_of, load_traces
-
-    stack = stack or Stack(cfg.rtt_ms, 0.0)
-    sc = replace(
-        Scenario(), deadline_ms=cfg.deadline_ms, edge_slowdown=cfg.edge_slowdown,
-        rtt_ms=stack.rtt_ms, call_overhead_ms=stack.call_overhead_ms, codec=cfg.codec,
-        cloud_speedup=cfg.cloud_speedup,
-        input_rate=cfg.rate, episode_steps=cfg.inputs,
-        load=LoadConfig(busy_share=0.0, idle=(0.0, 0.0), jitter=0.0),
-    )  # fmt: skip
-    traces = load_traces(sorted({str(t) for t, _, _ in edges}))
-    envs = [EdgeCloudEnv(sc, bundle=bundle, traces=traces) for _ in edges]
-    planned = CloudService.from_profile(bundle.profile, sc.cloud_speedup)
-    service = CloudService.from_profile(bundle.profile, sc.cloud_speedup / cloud_slow)
-    rule = BatchingRule(cfg.max_batch, cfg.max_wait_us / 1000.0)
-    pol = make_policy(policy, envs[0].world, bundle_sha256=bundle.weights_sha256)
-    replay: list[Calibration | None] = list(inputs) if inputs else [None] * len(edges)
-    recs = []
-    for r in range(cfg.rounds):  # every round is fleet 0 of cfg.seed: the live phases
-        eps = [Episode(t.name, family_of(t.name), off, seed + 7_919 * r, x)
-               for (t, off, seed), x in zip(edges, replay, strict=True)]  # fmt: skip
-        recs.append(run_fleet(envs, service, rule, pol, [eps], cfg.seed, planned=planned))
-    rec = {k: np.concatenate([one[k] for one in recs]) for k in recs[0]}
-    sent = rec["offloaded"].astype(bool)
-    return {
-        "inputs": len(rec["timely"]),
-        "timely_accuracy": float(np.mean(rec["timely"])),
-        "worst_edge_timely_accuracy": fleet_metrics(rec)["worst_edge_timely_accuracy"],
-        "latency_ms_mean": float(np.mean(rec["latency_ms"])),
-        "cloud_queue_ms_mean": float(np.mean(rec["cloud_queue_ms"][sent])) if sent.any() else 0.0,
-        "offload_rate": float(np.mean(sent)),
-    }
-
-
-def edge_inputs(
-    cfg: FleetConfig, bundle: Bundle, source: str, edges: list[tuple[Path, float, int]]
-) -> list[Calibration]:
-    """Each live edge's ``cfg.inputs`` frames (its ``--source`` at its seed) with the edge
-    runner's outcome at every exit, for its simulation to replay."""
-    from edgeml.runtime.edge_net import load_edge_net
-    from edgeml.runtime.replay import source_inputs
-
-    net = load_edge_net(bundle)
-    return [source_inputs(bundle, f"{source}:{seed}", cfg.inputs, cfg.rate, net)
-            for _, _, seed in edges]  # fmt: skip
-
-
 def run_fleet_live(cfg: FleetConfig) -> int:
     from edgeml.runtime.sources import default_source
 
@@ -313,7 +225,7 @@ def run_fleet_live(cfg: FleetConfig) -> int:
     planned = CloudService.from_profile(bundle.profile, cfg.cloud_speedup)
     slow = cloud_slowdown(pooled, batch_time(planned))
     stack = stack_of(pooled, cfg.rtt_ms)
-    inputs = edge_inputs(cfg, bundle, source, edges)
+    inputs = edge_inputs(cfg, bundle, source, edges)  # the frames each live edge saw
     results = {n: {"live": live_metrics(runs[n]),
                    "sim": simulate(cfg, bundle, spec[n], edges, slow, stack, inputs)}
                for n in names}  # fmt: skip
