@@ -102,11 +102,12 @@ def exit_outputs(
     return tuple(np.concatenate(a) for a in (preds, confs, labels, levels, feats))
 
 
-def confidence_bins(first_exit_conf: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
+def confidence_bins(first_exit_conf: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Difficulty for datasets without clutter: quintile of the first exit's confidence
-    (the least confident fifth is level 4)."""
-    if edges is None:
-        edges = np.quantile(first_exit_conf, [0.2, 0.4, 0.6, 0.8])
+    (the least confident fifth is level 4), the quintiles of ``reference`` (another set's
+    first-exit confidences, e.g. the calibration set's; default: these)."""
+    ref = first_exit_conf if reference is None else reference
+    edges = np.quantile(ref, [0.2, 0.4, 0.6, 0.8])
     return (LEVELS - 1 - np.searchsorted(edges, first_exit_conf, side="right")).astype(np.int8)
 
 

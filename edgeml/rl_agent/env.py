@@ -254,6 +254,7 @@ class EdgeCloudEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t = self._t0
         self._frame_t = self._t0  # when the current input's frame came (the frame grid)
         n = sc.episode_steps
+        # drawn even when replayed below, so the episode's later draws stay the same
         self._stream = InputStream.generate(self._difficulty, n, rng, sc.input_rate, sc.stream)
         self._inputs = self._drawn
         replay = options.get("inputs")

@@ -35,7 +35,8 @@ def simulate(
     overhead ``stack`` (None: the link's RTT, an ideal stack), no background load on the
     edges (paced to the profile) and, per edge, ``inputs`` to replay (:func:`edge_inputs`:
     the live edge's own frames; None: drawn from the bundle's calibration set): its fleet
-    metrics over ``cfg.rounds`` rounds, as :func:`live_metrics` reports the live ones. Each
+    metrics over ``cfg.rounds`` rounds, as
+    :func:`~edgeml.runtime.fleet_report.live_metrics` reports the live ones. Each
     round replays the same frames, traces and phases, and draws the per-call stack noise
     anew, as a live round does: a policy whose edges herd can tip either way from one
     round to the next, live and simulated."""

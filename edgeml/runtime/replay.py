@@ -13,6 +13,7 @@ simulated is the timing.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 
@@ -44,13 +45,10 @@ def source_inputs(
     label = np.array([it.label for it in items])
     net = net or load_edge_net(bundle)
     feature = difficulty_feature(x, m.difficulty_feature)
-    if all(it.level is not None for it in items):
-        level = np.array([it.level for it in items])
-        return exit_table(net, x, label, level, feature)
     table = exit_table(net, x, label, np.zeros(n), feature)
+    if all(it.level is not None for it in items):
+        return replace(table, difficulty=np.array([it.level for it in items], dtype=np.int8))
     cal = bundle.calibration
     if cal is None:
         raise InputError(f"{bundle.path}: no calibration.npz; rebuild with `edgeml build`")
-    bins = np.quantile(cal.conf[:, 0], [0.2, 0.4, 0.6, 0.8])
-    return Calibration(table.pred, table.conf, table.correct, table.label,
-                       confidence_bins(table.conf[:, 0], bins), feature)  # fmt: skip
+    return replace(table, difficulty=confidence_bins(table.conf[:, 0], cal.conf[:, 0]))
