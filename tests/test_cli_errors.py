@@ -20,6 +20,7 @@ import pytest
 from edgeml.assets import ASSETS
 from edgeml.cli import main
 from edgeml.decision.actor import NumpyActor
+from edgeml.errors import InputError
 
 FIXTURE = ASSETS / "bundles" / "fixture"
 TRACES = ASSETS / "traces"
@@ -344,3 +345,23 @@ def test_the_fleet_carries_the_clouds_speed_to_its_config() -> None:
     args = make_parser().parse_args(["fleet", "--cloud-speedup", "0.25", "--edge-slowdown", "48"])
     got = _live_run_fields(args, "cloud_speedup")
     assert got["cloud_speedup"] == 0.25 and got["edge_slowdown"] == 48.0
+
+
+def test_a_fleet_draws_its_edges_links_from_the_families_asked(tmp_path) -> None:
+    from edgeml.cli import make_parser
+    from edgeml.runtime.commands import _live_run_fields
+    from edgeml.runtime.fleet_live import FleetConfig, pick_edges
+
+    for fam in ("cell", "wire"):
+        for i in range(8):  # files 3 and 7 of each family are its test split
+            (tmp_path / f"{fam}_{i}.csv").write_text("time_s,mbps\n" + "".join(
+                f"{t},{1.0 + i}\n" for t in range(100)))  # fmt: skip
+    args = make_parser().parse_args(["fleet", "--families", "cell", "--edges", "3"])
+    cfg = FleetConfig(**_live_run_fields(args), edges=args.edges, families=args.families)
+    edges = pick_edges(cfg, tmp_path)
+    assert [p.name for p, _, _ in edges] == ["cell_3.csv", "cell_7.csv", "cell_3.csv"]
+    both = pick_edges(FleetConfig(edges=4), tmp_path)
+    assert sorted(p.name for p, _, _ in both) == ["cell_3.csv", "cell_7.csv", "wire_3.csv",
+                                                  "wire_7.csv"]  # fmt: skip
+    with pytest.raises(InputError, match=r"families: \['lte'\] not found"):
+        pick_edges(FleetConfig(edges=2, families=("lte",)), tmp_path)

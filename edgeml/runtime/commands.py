@@ -279,6 +279,10 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
         "--traces", default=None,
         help="directory of time_s,mbps CSVs; edges take its test split (default: the shared)",
     )  # fmt: skip
+    p.add_argument(
+        "--families", default=None, type=lambda s: tuple(x for x in s.split(",") if x),
+        help="comma-separated trace families the edges' links are drawn from (default: all)",
+    )  # fmt: skip
     p.add_argument("--max-batch", type=int, default=16, help="the cloud's max batch")
     p.add_argument("--max-wait-us", type=int, default=1000, help="the cloud's batch wait")
     _add_live_run_args(p, "inputs per edge, policy and round", out="fleet-out")
@@ -293,6 +297,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         cfg = FleetConfig(
             **_live_run_fields(args, "cloud_speedup"), edges=args.edges, rounds=args.rounds,
             traces=args.traces, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
+            families=args.families or None,
         )  # fmt: skip
         return run_fleet_live(cfg)
     except (InputError, ValueError, OSError, RuntimeError) as exc:

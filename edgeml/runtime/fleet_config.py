@@ -17,6 +17,7 @@ class FleetConfig(LiveConfig):
     edges: int = 8
     rounds: int = 3
     traces: str | None = None  # a directory of trace CSVs (default: the shared traces)
+    families: tuple[str, ...] | None = None  # keep only these trace families (None: all)
     max_batch: int = 16
     max_wait_us: int = 1000
     startup_timeout_s: float = 120.0
@@ -31,3 +32,5 @@ class FleetConfig(LiveConfig):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name}: must be >= 1, got {getattr(self, name)}")
         Scenario(cloud_speedup=self.cloud_speedup)  # checked as the scenario checks it
+        if self.families is not None:  # a stored run's JSON gives a list
+            self.families = tuple(self.families)

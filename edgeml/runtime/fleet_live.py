@@ -91,11 +91,13 @@ def _start_server(cfg: FleetConfig, bundle: Path, port: int, out: Path) -> subpr
 
 
 def pick_edges(cfg: FleetConfig, traces_dir: Path) -> list[tuple[Path, float, int]]:
-    """``(trace file, start offset s, seed)`` per edge: test-split traces in name order,
-    cycled, each at a seeded offset that leaves room for the run."""
+    """``(trace file, start offset s, seed)`` per edge: test-split traces (of
+    ``cfg.families``) in name order, cycled, each at a seeded offset that leaves room for
+    the run."""
     from edgeml.rl_agent.traces import load_traces
 
-    traces = sorted(load_traces(traces_dir, split="test"), key=lambda t: t.name)
+    picked = load_traces(traces_dir, split="test", families=cfg.families)
+    traces = sorted(picked, key=lambda t: t.name)
     rng = np.random.default_rng(cfg.seed)
     need_s = cfg.inputs / cfg.rate * 2 + 10
     out = []
