@@ -87,6 +87,11 @@ class Episode:
         """What an edge plays (:meth:`EdgeEpisode.options` resets its env)."""
         return EdgeEpisode(self.trace, self.start_s, self.seed, self.inputs)
 
+    def repeat(self, k: int) -> Episode:
+        """The ``k``-th replay of this episode (0: itself): the same trace, start and
+        inputs, the episode's random draws seeded anew."""
+        return replace(self, seed=self.seed + 7_919 * k) if k else self
+
 
 def episodes_for(traces: Sequence[Trace], cfg: EvalConfig) -> list[Episode]:
     """The fixed episode list: same for every policy and every run with the same config."""
@@ -152,10 +157,7 @@ def fleets_for(episodes: Sequence[Episode], edges: int) -> list[list[Episode]]:
         fleet = []
         for k in range(edges):
             g = f * edges + k
-            ep = episodes[g % len(episodes)]
-            if g >= len(episodes):
-                ep = replace(ep, seed=ep.seed + 7919 * (g // len(episodes)))
-            fleet.append(ep)
+            fleet.append(episodes[g % len(episodes)].repeat(g // len(episodes)))
         out.append(fleet)
     return out
 

@@ -64,7 +64,7 @@ def simulate(
     replay: list[Calibration | None] = list(inputs) if inputs else [None] * len(edges)
     recs = []
     for r in range(cfg.rounds):  # every round is fleet 0 of cfg.seed: the live phases
-        eps = [Episode(t.name, family_of(t.name), off, seed + 7_919 * r, x)
+        eps = [Episode(t.name, family_of(t.name), off, seed, x).repeat(r)
                for (t, off, seed), x in zip(edges, replay, strict=True)]  # fmt: skip
         recs.append(run_fleet(envs, service, rule, pol, [eps], cfg.seed, planned=planned))
     rec = {k: np.concatenate([one[k] for one in recs]) for k in recs[0]}
