@@ -320,7 +320,7 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
         )
         bundle = Bundle.load(args.bundle)
         scenario = _scenario(args)
-        traces = load_traces(args.traces, split=scenario.trace_split)
+        traces = load_traces(args.traces, scenario.trace_split, scenario.families)
         EdgeCloudEnv(replace(scenario, reward=cfg.reward), bundle=bundle, traces=traces)
     res = train_agent(bundle, traces, args.out, cfg, scenario)
     print(f"policy {res.policy}, actor {res.actor} ({res.timesteps} steps, {res.seconds:.0f} s)")
@@ -399,7 +399,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rule = BatchingRule(args.max_batch, args.max_wait_us / 1000.0)
         bundle = Bundle.load(args.bundle)
         scenario = _scenario(args)
-        traces = load_traces(args.traces, split=scenario.trace_split)
+        traces = load_traces(args.traces, scenario.trace_split, scenario.families)
         env = ev.make_env(scenario, traces, cfg, bundle=bundle)
         from edgeml.decision.policies import make_policy
 

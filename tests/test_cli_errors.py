@@ -365,3 +365,16 @@ def test_a_fleet_draws_its_edges_links_from_the_families_asked(tmp_path) -> None
                                                   "wire_7.csv"]  # fmt: skip
     with pytest.raises(InputError, match=r"families: \['lte'\] not found"):
         pick_edges(FleetConfig(edges=2, families=("lte",)), tmp_path)
+
+
+def test_families_keep_training_and_evaluation_to_their_traces(tmp_path, capsys) -> None:
+    out = tmp_path / "p.zip"
+    assert main(_train(FIXTURE, out, "--split", "all", "--families", "belgium4g")) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["traces"] == sorted(p.name for p in TRACES.glob("belgium4g_*.csv"))
+    assert meta["scenario"]["families"] == ["belgium4g"]
+    res = tmp_path / "eval.json"
+    assert main(_evaluate(FIXTURE, "--families", "fcc,hsdpa", "--json", str(res))) == 0
+    assert json.loads(res.read_text())["traces"]["families"] == ["fcc", "hsdpa"]
+    _fails(capsys, _evaluate(FIXTURE, "--families", "lte"), "families: ['lte'] not found")
+    _fails(capsys, _train(FIXTURE, out, "--families", "lte"), "families: ['lte'] not found")

@@ -27,7 +27,7 @@ from edgeml.errors import InputError
 from edgeml.progressive.calibrate import Calibration
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.fleet import EdgeEpisode, Fleet, fleet_rng
-from edgeml.rl_agent.traces import Trace
+from edgeml.rl_agent.traces import Trace, select_families
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,7 @@ def evaluate(
     """
     if edges < 1:
         raise InputError(f"edges: must be >= 1, got {edges}")
+    traces = select_families(traces, scenario.families)
     if env is None:
         env = make_env(scenario, traces, cfg, bundle)
     scenario = env.scenario

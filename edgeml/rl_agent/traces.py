@@ -34,6 +34,7 @@ __all__ = [
     "family_of",
     "load_trace",
     "load_traces",
+    "select_families",
     "split_traces",
 ]
 
@@ -244,6 +245,17 @@ def split_traces(names: Iterable[str], split: str) -> list[str]:
     return sorted(out)
 
 
+def select_families(traces: Sequence[Trace], families: Sequence[str] | None) -> list[Trace]:
+    """The traces of ``families`` (None: all); a family none of them has is an error, not
+    an empty or silently wider set."""
+    if families is None:
+        return list(traces)
+    unknown = set(families) - {t.family for t in traces}
+    if unknown:
+        raise InputError(f"families: {sorted(unknown)} not found in the traces")
+    return [t for t in traces if t.family in set(families)]
+
+
 def load_traces(
     source: str | Path | Sequence[str | Path] | None = None,
     split: str = "all",
@@ -266,12 +278,7 @@ def load_traces(
         found = _csv_files(src)
         keep = set(split_traces([f.name for f in found], split))
         files += [f for f in found if f.name in keep]
-    traces = [load_trace(f) for f in files]
-    if families is not None:
-        unknown = set(families) - {t.family for t in traces}
-        if unknown:
-            raise InputError(f"families: {sorted(unknown)} not found in the traces")
-        traces = [t for t in traces if t.family in set(families)]
+    traces = select_families([load_trace(f) for f in files], families)
     if not traces:
         where = ", ".join(str(s) for s in sources)
         raise InputError(

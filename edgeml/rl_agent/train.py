@@ -31,7 +31,7 @@ from edgeml.errors import InputError
 from edgeml.rl_agent.config import TrainConfig, WarmStartConfig
 from edgeml.rl_agent.env import EdgeCloudEnv
 from edgeml.rl_agent.fleet import FleetEnv
-from edgeml.rl_agent.traces import Trace, load_traces
+from edgeml.rl_agent.traces import Trace, load_traces, select_families
 from edgeml.rl_agent.warm_start import warm_start
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def train_agent(
     out.parent.mkdir(parents=True, exist_ok=True)
     if traces is None or isinstance(traces, str | Path):
         traces = load_traces(traces, split=trace_split)
-    traces = list(traces)
+    traces = select_families(traces, scenario.families)
     torch.set_num_threads(cfg.threads)
     set_random_seed(cfg.seed)
 
