@@ -24,7 +24,7 @@ from typing import Any
 from edgeml.runtime.calibration import Stack
 from edgeml.runtime.demo import find_traces_dir, load_bundle
 from edgeml.runtime.fleet_live import FleetConfig
-from edgeml.runtime.fleet_report import format_table
+from edgeml.runtime.fleet_report import format_lead, format_table, ppo_lead
 from edgeml.runtime.fleet_twin import edge_inputs, simulate
 from edgeml.runtime.sources import default_source
 
@@ -54,6 +54,7 @@ def resimulate(run: Path) -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     report["simulated_at"] = commit or None
+    report["lead"] = ppo_lead(report["results"])
     path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -64,6 +65,8 @@ def main() -> None:
     for run in p.parse_args().runs:
         report = resimulate(run)
         print(format_table(report["results"], f"{run} (simulated at {report['simulated_at']})"))
+        if report["lead"]:
+            print(format_lead(report["lead"]))
         print()
 
 

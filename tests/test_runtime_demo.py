@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeml.bundle import Bundle
@@ -80,6 +81,13 @@ def test_fleet_runs_edge_processes_on_one_cloud_per_policy(
         assert r["live"]["inputs"] == 3 * 2 * 8  # every edge, every round
         assert r["sim"]["inputs"] == 3 * 2 * 8  # the same fleet and rounds, simulated
     assert report["results"]["cloud_only"]["live"]["offload_rate"] > 0.5
+    live = {n: r["live"] for n, r in report["results"].items()}
+    lead = report["lead"]  # PPO against the one baseline, pooled and per round
+    assert lead["over"] == "cloud_only" and len(lead["rounds_points"]) == 2
+    assert lead["live_points"] == pytest.approx(
+        100 * (live["ppo"]["timely_accuracy"] - live["cloud_only"]["timely_accuracy"])
+    )
+    assert np.mean(lead["rounds_points"]) == pytest.approx(lead["live_points"])  # equal rounds
     assert len({e["offset_s"] for e in report["edges"]}) == 3  # each edge its own stretch
     for i in range(3):  # edge i sees the same inputs under every policy
         seen = {(n, r): [json.loads(ln)["input"] for ln in (out / f"{n}.r{r}.edge{i}.jsonl").open()]

@@ -54,9 +54,11 @@ from edgeml.runtime.demo import find_traces_dir, load_bundle, resolve_policy
 from edgeml.runtime.emulate import child_env
 from edgeml.runtime.fleet_config import FleetConfig
 from edgeml.runtime.fleet_report import (
+    format_lead,
     format_table,
     live_metrics,
     plot_fleet,
+    ppo_lead,
 )
 from edgeml.runtime.fleet_twin import edge_inputs, simulate
 
@@ -201,6 +203,7 @@ def run_fleet_live(cfg: FleetConfig) -> int:
     port = _free_port()
     server = _start_server(cfg, bundle.path, port, out)
     runs: dict[str, list[list[dict[str, Any]]]] = {n: [[] for _ in edges] for n in names}
+    per_round: dict[str, list[float]] = {n: [] for n in names}  # live timely accuracy
     first: dict[str, list[list[dict[str, Any]]]] = {}
     try:
         for r in range(cfg.rounds):
@@ -213,6 +216,7 @@ def run_fleet_live(cfg: FleetConfig) -> int:
                 for acc, recs in zip(runs[name], per_edge, strict=True):
                     acc.extend(recs)
                 m = live_metrics(per_edge)
+                per_round[name].append(m["timely_accuracy"])
                 print(f"  round {r + 1} {name:<13} timely {m['timely_accuracy']:.3f} latency "
                       f"{m['latency_ms_mean']:.1f} ms queue {m['cloud_queue_ms_mean']:.2f} ms "
                       f"cpu {m['cpu_load_mean']:.2f} [{time.perf_counter() - t0:.0f} s]",
@@ -228,7 +232,7 @@ def run_fleet_live(cfg: FleetConfig) -> int:
     slow = cloud_slowdown(pooled, batch_time(planned))
     stack = stack_of(pooled, cfg.rtt_ms)
     inputs = edge_inputs(cfg, bundle, source, edges)  # the frames each live edge saw
-    results = {n: {"live": live_metrics(runs[n]),
+    results = {n: {"live": {**live_metrics(runs[n]), "rounds": per_round[n]},
                    "sim": simulate(cfg, bundle, spec[n], edges, slow, stack, inputs)}
                for n in names}  # fmt: skip
     title = (f"edgeml fleet: {cfg.edges} edges, {cfg.rounds} rounds x {cfg.inputs} inputs/edge,"
@@ -237,11 +241,15 @@ def run_fleet_live(cfg: FleetConfig) -> int:
              f"simulator, as measured live: cloud x{slow:.2f} that, RTT {stack.rtt_ms:.1f} "
              f"ms, call overhead {stack.call_overhead_ms:.1f} ms")  # fmt: skip
     print(format_table(results, title))
+    lead = ppo_lead(results)
+    if lead:
+        print(format_lead(lead))
     png = plot_fleet(first, out / "fleet.png", title)
     report = {
         "config": cfg.as_dict(), "policy": policy, "policy_origin": origin,
         "edges": [{"trace": str(t), "offset_s": o, "seed": s} for t, o, s in edges],
         "cloud_slowdown": round(slow, 4), "stack": asdict(stack), "results": results,
+        "lead": lead,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
     (out / "fleet.json").write_text(json.dumps(report, indent=2) + "\n")

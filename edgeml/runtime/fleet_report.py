@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["format_table", "live_metrics", "plot_fleet"]
+__all__ = ["format_lead", "format_table", "live_metrics", "plot_fleet", "ppo_lead"]
 
 
 def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -31,6 +31,36 @@ def live_metrics(per_edge: list[list[dict[str, Any]]]) -> dict[str, Any]:
         "cpu_load_mean": float(np.mean([r["cpu_load"] for r in recs])),
         "overrun_rate": float(np.mean([x["slowdown_sleep"] == 0 for x in ran])) if ran else 0.0,
     }
+
+
+def ppo_lead(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """PPO's lead over the best baseline (the highest live fleet timely accuracy), in points:
+    pooled live and simulated, and per live round where the rounds were kept (each round
+    plays the same inputs, so their mean is the pooled lead). None without PPO and a
+    baseline."""
+    others = [n for n in results if n != "ppo"]
+    if "ppo" not in results or not others:
+        return None
+    best = max(others, key=lambda n: results[n]["live"]["timely_accuracy"])
+    p, b = results["ppo"], results[best]
+
+    def points(key: str) -> float:
+        return 100.0 * (p[key]["timely_accuracy"] - b[key]["timely_accuracy"])
+
+    rounds = None
+    if "rounds" in p["live"] and "rounds" in b["live"]:
+        rounds = [100.0 * (x - y) for x, y in zip(p["live"]["rounds"], b["live"]["rounds"],
+                                                   strict=True)]  # fmt: skip
+    return {"over": best, "live_points": points("live"), "sim_points": points("sim"),
+            "rounds_points": rounds}  # fmt: skip
+
+
+def format_lead(lead: dict[str, Any]) -> str:
+    """One line: ``ppo - edgent-load (best baseline live): +10.4 points (rounds ...) ...``."""
+    rounds = lead["rounds_points"]
+    per = f" (rounds {', '.join(f'{x:+.1f}' for x in rounds)})" if rounds else ""
+    return (f"ppo - {lead['over']} (best baseline live): {lead['live_points']:+.1f} points "
+            f"live{per}, {lead['sim_points']:+.1f} simulated")  # fmt: skip
 
 
 def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
