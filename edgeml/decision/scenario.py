@@ -27,6 +27,7 @@ __all__ = [
     "Scenario",
     "StreamConfig",
     "add_scenario_flags",
+    "families_arg",
     "scenario_diff",
     "scenario_from_args",
 ]
@@ -247,6 +248,11 @@ ALIASES = {
 }
 
 
+def families_arg(text: str) -> tuple[str, ...]:
+    """``--families``'s value: comma-separated family names (``belgium4g,fcc``)."""
+    return tuple(x for x in text.split(",") if x)
+
+
 def add_scenario_flags(
     p: argparse.ArgumentParser, skip: tuple[str, ...] = (), **defaults: Any
 ) -> None:
@@ -276,7 +282,7 @@ def add_scenario_flags(
         if f.name in ("grace_ms",):
             kind = float
         if f.name == "families":
-            kind = lambda s: tuple(x for x in s.split(",") if x)  # noqa: E731
+            kind = families_arg
         choices = {
             "reward": ("outcome", "expected"), "trace_split": ("train", "test", "all"),
             "edge_runtime": EDGE_RUNTIMES, "edge_precision": EDGE_PRECISIONS,

@@ -14,7 +14,12 @@ import sys
 from typing import Any
 
 from edgeml.decision.policies import LIVE_BASELINES, POLICY_KINDS
-from edgeml.decision.scenario import Scenario, add_scenario_flags, scenario_from_args
+from edgeml.decision.scenario import (
+    Scenario,
+    add_scenario_flags,
+    families_arg,
+    scenario_from_args,
+)
 from edgeml.runtime.speed import PACES
 
 # Scenario fields a live run takes from elsewhere: the bundle argument, the link's trace.
@@ -280,7 +285,7 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
         help="directory of time_s,mbps CSVs; edges take its test split (default: the shared)",
     )  # fmt: skip
     p.add_argument(
-        "--families", default=None, type=lambda s: tuple(x for x in s.split(",") if x),
+        "--families", default=None, type=families_arg,
         help="comma-separated trace families the edges' links are drawn from (default: all)",
     )  # fmt: skip
     p.add_argument("--max-batch", type=int, default=16, help="the cloud's max batch")

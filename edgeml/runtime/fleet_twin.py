@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeml.bundle import Bundle
-from edgeml.decision.cloud import CloudService
+from edgeml.decision.cloud import BatchingRule, CloudService
 from edgeml.progressive.calibrate import Calibration
 from edgeml.runtime.calibration import Stack
 
@@ -40,7 +40,6 @@ def simulate(
     round replays the same frames, traces and phases, and draws the per-call stack noise
     anew, as a live round does: a policy whose edges herd can tip either way from one
     round to the next, live and simulated."""
-    from edgeml.decision.cloud import BatchingRule
     from edgeml.decision.policies import make_policy
     from edgeml.decision.scenario import LoadConfig, Scenario
     from edgeml.rl_agent.env import EdgeCloudEnv
